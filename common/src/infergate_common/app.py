@@ -1,0 +1,78 @@
+"""The app shell every service shares: middleware, error handlers and liveness endpoints."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
+from starlette.types import Lifespan
+
+from infergate_common.errors import install_error_handlers
+from infergate_common.logging import configure_logging
+from infergate_common.request_context import RequestContextMiddleware
+from infergate_common.settings import ServiceSettings
+
+
+class HealthResponse(BaseModel):
+    status: str
+    service: str
+    uptime: float
+    timestamp: str
+
+
+class LiveResponse(BaseModel):
+    status: str
+
+
+def _health_router(service: str) -> APIRouter:
+    router = APIRouter(tags=["health"])
+    started = time.monotonic()
+
+    @router.get("/health", response_model=HealthResponse)
+    async def health() -> HealthResponse:
+        """Process status, kept from the original (no dependency checks)."""
+        return HealthResponse(
+            status="OK",
+            service=service,
+            uptime=round(time.monotonic() - started, 3),
+            timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        )
+
+    @router.get("/healthz", response_model=LiveResponse)
+    async def healthz() -> LiveResponse:
+        """Liveness: the process answers; no I/O."""
+        return LiveResponse(status="ok")
+
+    return router
+
+
+def create_service_app(
+    *,
+    settings: ServiceSettings,
+    lifespan: Lifespan[Any],
+    title: str,
+    description: str = "",
+    field_messages: Mapping[str, str] | None = None,
+    public_docs: bool = True,
+) -> FastAPI:
+    """A FastAPI app with InferGate's middleware, error handlers and health routes."""
+    configure_logging(
+        service=settings.service_name, level=settings.log_level, fmt=settings.log_format
+    )
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if public_docs else None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app, field_messages=field_messages)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(_health_router(settings.service_name))
+    return app

@@ -1,0 +1,171 @@
+"""The one error tree and the handlers that turn every failure into one JSON body.
+
+Public InferGate errors answer `{"message", "code", "requestId"}`. Validation errors become 400,
+unknown routes 404, and anything unexpected a logged 500 without internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from infergate_common.request_context import current_request_id
+
+_log = structlog.get_logger("errors")
+
+
+class AppError(Exception):
+    """An error with an HTTP status, a stable snake_case code and a message for the client."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.error_code = code or self.code
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+
+class BadRequestError(AppError):
+    status_code = 400
+    code = "bad_request"
+    default_message = "Bad request"
+
+
+class UnauthorizedError(AppError):
+    status_code = 401
+    code = "unauthorized"
+    default_message = "Unauthorized"
+
+
+class ForbiddenError(AppError):
+    status_code = 403
+    code = "forbidden"
+    default_message = "Forbidden"
+
+
+class NotFoundError(AppError):
+    status_code = 404
+    code = "not_found"
+    default_message = "Not found"
+
+
+class ConflictError(AppError):
+    status_code = 409
+    code = "conflict"
+    default_message = "Conflict"
+
+
+class RateLimitedError(AppError):
+    status_code = 429
+    code = "rate_limited"
+    default_message = "Too many requests. Try again later."
+
+
+class UpstreamUnavailableError(AppError):
+    status_code = 503
+    code = "upstream_unavailable"
+    default_message = "Service unavailable"
+
+
+class UpstreamTimeoutError(AppError):
+    status_code = 504
+    code = "upstream_timeout"
+    default_message = "Upstream timeout"
+
+
+_BY_STATUS: dict[int, type[AppError]] = {
+    cls.status_code: cls
+    for cls in (
+        BadRequestError,
+        UnauthorizedError,
+        ForbiddenError,
+        NotFoundError,
+        ConflictError,
+        RateLimitedError,
+        UpstreamUnavailableError,
+        UpstreamTimeoutError,
+    )
+}
+
+
+def error_for_status(status: int, message: str, code: str | None = None) -> AppError:
+    """Build the local error matching a downstream status (used by the internal clients)."""
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        cls = BadRequestError if 400 <= status < 500 else UpstreamUnavailableError
+    return cls(message, code=code)
+
+
+def error_body(message: str, code: str) -> dict[str, Any]:
+    return {"message": message, "code": code, "requestId": current_request_id()}
+
+
+def _validation_message(
+    errors: Sequence[Any], field_messages: Mapping[str, str]
+) -> tuple[str, str]:
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        for field, message in field_messages.items():
+            if field in loc:
+                return message, "validation_error"
+    first = errors[0] if errors else {}
+    kind = first.get("type", "")
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if kind == "json_invalid":
+        return "Request body is not valid JSON", "invalid_json"
+    if kind == "missing" and not loc:
+        return "Request body is required", "validation_error"
+    if kind == "extra_forbidden":
+        return f"Unknown field: {'.'.join(loc)}", "validation_error"
+    where = ".".join(loc) or "body"
+    return f"Invalid request: {where}: {first.get('msg', 'invalid value')}", "validation_error"
+
+
+def install_error_handlers(app: FastAPI, *, field_messages: Mapping[str, str] | None = None) -> None:
+    """Register the handlers that give every error the one JSON shape.
+
+    `field_messages` maps a body field name to the message shown when it fails validation
+    (the original's texts, such as "Prompt is required").
+    """
+    messages = dict(field_messages or {})
+
+    async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return JSONResponse(
+            error_body(exc.message, exc.error_code), exc.status_code, headers=exc.headers
+        )
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        message, code = _validation_message(exc.errors(), messages)
+        return JSONResponse(error_body(message, code), 400)
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = "Not found" if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse(error_body(message, code), exc.status_code, headers=exc.headers)
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        _log.exception("unhandled_error", error_type=type(exc).__name__)
+        return JSONResponse(error_body("Internal server error", "internal_error"), 500)
+
+    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
