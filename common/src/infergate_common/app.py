@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.types import Lifespan
 
 from infergate_common.errors import install_error_handlers
-from infergate_common.logging import configure_logging
+from infergate_common.logs import configure_logging
 from infergate_common.request_context import RequestContextMiddleware
 from infergate_common.settings import ServiceSettings
 

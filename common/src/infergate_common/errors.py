@@ -136,7 +136,9 @@ def _validation_message(
     return f"Invalid request: {where}: {first.get('msg', 'invalid value')}", "validation_error"
 
 
-def install_error_handlers(app: FastAPI, *, field_messages: Mapping[str, str] | None = None) -> None:
+def install_error_handlers(
+    app: FastAPI, *, field_messages: Mapping[str, str] | None = None
+) -> None:
     """Register the handlers that give every error the one JSON shape.
 
     `field_messages` maps a body field name to the message shown when it fails validation

@@ -64,7 +64,7 @@ class InternalServiceClient:
         *,
         json: Any = None,
         params: dict[str, str] | None = None,
-        timeout: float | None = None,
+        call_timeout: float | None = None,
     ) -> Any:
         """Send one request and return the decoded JSON body, or raise the matching AppError."""
         try:
@@ -73,7 +73,7 @@ class InternalServiceClient:
                 path,
                 json=json,
                 params=params,
-                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+                timeout=httpx.USE_CLIENT_DEFAULT if call_timeout is None else call_timeout,
             )
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError(f"{self.service} timed out") from exc

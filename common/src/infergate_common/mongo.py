@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+
+from infergate_common.errors import error_body
+
+_log = structlog.get_logger("mongo")
 
 
-def open_mongo(uri: str, *, default_db: str, timeout_ms: int) -> tuple[
-    AsyncMongoClient[dict[str, Any]], AsyncDatabase[dict[str, Any]]
-]:
+def open_mongo(
+    uri: str, *, default_db: str, timeout_ms: int
+) -> tuple[AsyncMongoClient[dict[str, Any]], AsyncDatabase[dict[str, Any]]]:
     """A client with bounded timeouts (so a stopped server means a quick 503, never a hang)."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         uri,
@@ -22,3 +30,32 @@ def open_mongo(uri: str, *, default_db: str, timeout_ms: int) -> tuple[
         appname="infergate",
     )
     return client, client.get_default_database(default=default_db)
+
+
+def install_mongo_error_handler(app: FastAPI) -> None:
+    """Answer 503 JSON when the database cannot be reached or times out (never a 500 or a hang)."""
+
+    async def on_database_error(_: Request, exc: Exception) -> JSONResponse:
+        _log.warning("database_unavailable", error_type=type(exc).__name__)
+        return JSONResponse(error_body("Database unavailable", "database_unavailable"), 503)
+
+    for error in (ConnectionFailure, ExecutionTimeout, WTimeoutError):
+        app.add_exception_handler(error, on_database_error)
+
+
+def readiness_router() -> APIRouter:
+    """`GET /readyz` for a Mongo-backed service: 200 when the database answers a ping, else 503."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the database answers."""
+        client: AsyncMongoClient[dict[str, Any]] = request.state.mongo
+        try:
+            await client.admin.command("ping")
+        except PyMongoError as exc:
+            _log.warning("readiness_failed", error_type=type(exc).__name__)
+            return JSONResponse({"status": "unavailable", "checks": {"mongo": "down"}}, 503)
+        return JSONResponse({"status": "ready", "checks": {"mongo": "ok"}})
+
+    return router

@@ -1,0 +1,63 @@
+"""ai-service: calls the LLM (Ollama's API) for the gateway (internal)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+import ollama
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import JSONResponse
+from infergate_common.app import create_service_app
+from infergate_common.internal_auth import internal_token_guard
+
+from ai_service.config import Settings, get_settings
+from ai_service.llm import LlmClient
+from ai_service.routes.ai import router as ai_router
+
+
+def _readiness_router(ollama_url: str) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness: the LLM server answers."""
+        try:
+            async with httpx.AsyncClient(base_url=ollama_url, timeout=2.0) as client:
+                response = await client.get("/")
+            up = response.status_code == 200
+        except httpx.HTTPError:
+            up = False
+        if up:
+            return JSONResponse({"status": "ready", "checks": {"llm": "ok"}})
+        return JSONResponse({"status": "unavailable", "checks": {"llm": "down"}}, 503)
+
+    return router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            client = ollama.AsyncClient(
+                host=settings.ollama_url,
+                timeout=httpx.Timeout(settings.ollama_timeout, connect=3.0),
+            )
+            stack.push_async_callback(client.close)
+            yield {"llm": LlmClient(client, default_model=settings.model)}
+
+    app = create_service_app(
+        settings=settings,
+        lifespan=lifespan,
+        title="InferGate ai-service",
+        description="Internal: model calls through Ollama's API.",
+    )
+    app.include_router(_readiness_router(settings.ollama_url))
+    app.include_router(
+        ai_router, dependencies=[Depends(internal_token_guard(settings.internal_token))]
+    )
+    return app

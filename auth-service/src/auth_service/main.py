@@ -1,0 +1,46 @@
+"""auth-service: issues and verifies API keys (internal; requires the internal token)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from infergate_common.app import create_service_app
+from infergate_common.internal_auth import internal_token_guard
+from infergate_common.mongo import install_mongo_error_handler, open_mongo, readiness_router
+
+from auth_service.config import Settings, get_settings
+from auth_service.repository import UserRepository
+from auth_service.routes.auth import router as auth_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            client, db = open_mongo(
+                settings.mongo_uri,
+                default_db="infergate-auth",
+                timeout_ms=settings.mongo_timeout_ms,
+            )
+            stack.push_async_callback(client.close)
+            users = UserRepository(db["users"])
+            await users.ensure_indexes()
+            yield {"users": users, "mongo": client}
+
+    app = create_service_app(
+        settings=settings,
+        lifespan=lifespan,
+        title="InferGate auth-service",
+        description="Internal: API key issuance and verification.",
+    )
+    install_mongo_error_handler(app)
+    app.include_router(readiness_router())
+    app.include_router(
+        auth_router, dependencies=[Depends(internal_token_guard(settings.internal_token))]
+    )
+    return app

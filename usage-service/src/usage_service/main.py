@@ -1,0 +1,77 @@
+"""usage-service: meters tokens against monthly quotas and logs requests (internal)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from fastapi import Depends, FastAPI
+from infergate_common.app import create_service_app
+from infergate_common.internal_auth import internal_token_guard
+from infergate_common.mongo import install_mongo_error_handler, open_mongo, readiness_router
+from pymongo.errors import PyMongoError
+
+from usage_service.config import Settings, get_settings
+from usage_service.metering import Metering
+from usage_service.repository import RequestLogRepository, UsageRepository
+from usage_service.routes.usage import router as usage_router
+
+_log = structlog.get_logger("usage")
+
+
+async def _sweep_forever(metering: Metering, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await metering.release_expired()
+        except PyMongoError as exc:
+            _log.warning("reservation_sweep_failed", error_type=type(exc).__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            client, db = open_mongo(
+                settings.mongo_uri,
+                default_db="infergate-usage",
+                timeout_ms=settings.mongo_timeout_ms,
+            )
+            stack.push_async_callback(client.close)
+            usage = UsageRepository(
+                db["usage"], reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds)
+            )
+            logs = RequestLogRepository(db["requestlogs"])
+            await usage.ensure_indexes()
+            await logs.ensure_indexes()
+            metering = Metering(usage=usage, logs=logs, settings=settings)
+            sweeper = asyncio.create_task(
+                _sweep_forever(metering, settings.reservation_sweep_seconds)
+            )
+            stack.push_async_callback(_cancel, sweeper)
+            yield {"metering": metering, "mongo": client}
+
+    app = create_service_app(
+        settings=settings,
+        lifespan=lifespan,
+        title="InferGate usage-service",
+        description="Internal: token quotas, reservations and the request log.",
+    )
+    install_mongo_error_handler(app)
+    app.include_router(readiness_router())
+    app.include_router(
+        usage_router, dependencies=[Depends(internal_token_guard(settings.internal_token))]
+    )
+    return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task

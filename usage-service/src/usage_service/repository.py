@@ -1,0 +1,166 @@
+"""usage-service's MongoDB: monthly usage records with open reservations, and the request log.
+
+One document per user and month (`_id` = "<userId>:<YYYY-MM>"), so a new month starts from a new
+document: the monthly reset needs no read-then-write. `remainingTokens` is stored so the quota
+check is a plain indexed filter (`$gte`), never `$expr`. Open reservations live in the same
+document, so reserving and settling are each one atomic update, and settling twice is a no-op.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from usage_service.periods import usage_key
+from usage_service.schemas import RequestLogEntry, UsageRecord
+
+Document = dict[str, Any]
+
+
+class UsageRepository:
+    def __init__(self, usage: AsyncCollection[Document], *, reservation_ttl: timedelta) -> None:
+        self._usage = usage
+        self._ttl = reservation_ttl
+
+    async def ensure_indexes(self) -> None:
+        await self._usage.create_index([("open.exp", ASCENDING)], name="open_reservation_expiry")
+
+    async def reserve(
+        self, *, user_id: str, period: str, limit: int, reservation_id: str, tokens: int
+    ) -> UsageRecord | None:
+        """Hold `tokens` of this month's quota, or return None when they are not available."""
+        now = datetime.now(UTC)
+        entry = {"rid": reservation_id, "t": tokens, "exp": now + self._ttl}
+        key = usage_key(user_id, period)
+        for _ in range(2):
+            document = await self._usage.find_one_and_update(
+                {"_id": key, "remainingTokens": {"$gte": tokens}},
+                {
+                    "$inc": {"remainingTokens": -tokens, "reservedTokens": tokens},
+                    "$push": {"open": entry},
+                    "$set": {"updatedAt": now},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+            if document is not None:
+                return _to_record(document)
+            if tokens > limit:
+                return None
+            try:
+                document = _new_usage(key, user_id=user_id, period=period, limit=limit, now=now)
+                document.update(reservedTokens=tokens, remainingTokens=limit - tokens, open=[entry])
+                await self._usage.insert_one(document)
+                return _to_record(document)
+            except DuplicateKeyError:
+                # The month's record exists (maybe created concurrently): the conditional
+                # update above decides, once more.
+                continue
+        return None
+
+    async def settle(
+        self, *, user_id: str, period: str, reservation_id: str, reserved: int, charge: int
+    ) -> bool:
+        """Turn an open reservation into `charge` used tokens; False if it was not open."""
+        document = await self._usage.find_one_and_update(
+            {
+                "_id": usage_key(user_id, period),
+                "open": {"$elemMatch": {"rid": reservation_id, "t": reserved}},
+            },
+            {
+                "$inc": {
+                    "usedTokens": charge,
+                    "reservedTokens": -reserved,
+                    "remainingTokens": reserved - charge,
+                },
+                "$pull": {"open": {"rid": reservation_id}},
+                "$set": {"updatedAt": datetime.now(UTC)},
+            },
+            projection={"_id": 1},
+        )
+        return document is not None
+
+    async def get(self, *, user_id: str, period: str) -> UsageRecord | None:
+        document = await self._usage.find_one({"_id": usage_key(user_id, period)})
+        return None if document is None else _to_record(document)
+
+    async def expired_reservations(self, *, now: datetime, limit: int = 100) -> list[Document]:
+        """Open reservations past their expiry: (userId, period, rid, tokens) documents."""
+        cursor = self._usage.find(
+            {"open.exp": {"$lt": now}}, {"userId": 1, "period": 1, "open": 1}, limit=limit
+        )
+        expired: list[Document] = []
+        async for document in cursor:
+            expired.extend(
+                {"userId": document["userId"], "period": document["period"], **entry}
+                for entry in document.get("open", [])
+                if _as_utc(entry["exp"]) < now
+            )
+        return expired
+
+
+class RequestLogRepository:
+    """One document per chat attempt, keyed by the attempt so a retried write is a no-op."""
+
+    def __init__(self, logs: AsyncCollection[Document]) -> None:
+        self._logs = logs
+
+    async def ensure_indexes(self) -> None:
+        await self._logs.create_index(
+            [("userId", ASCENDING), ("createdAt", DESCENDING)], name="user_recent"
+        )
+        await self._logs.create_index([("requestId", ASCENDING)], name="request_id")
+
+    async def record(self, attempt_id: str, entry: RequestLogEntry) -> bool:
+        """Write the entry once; False when this attempt was already logged."""
+        try:
+            await self._logs.insert_one(
+                {
+                    "_id": attempt_id,
+                    "requestId": entry.request_id,
+                    "userId": entry.user_id,
+                    "model": entry.model,
+                    "promptTokens": entry.prompt_tokens,
+                    "completionTokens": entry.completion_tokens,
+                    "tokensUsed": entry.tokens_used,
+                    "responseTimeMs": entry.response_time_ms,
+                    "status": entry.status.value,
+                    "createdAt": entry.created_at,
+                }
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+
+def _new_usage(key: str, *, user_id: str, period: str, limit: int, now: datetime) -> Document:
+    return {
+        "_id": key,
+        "userId": user_id,
+        "period": period,
+        "monthlyTokenLimit": limit,
+        "usedTokens": 0,
+        "reservedTokens": 0,
+        "remainingTokens": limit,
+        "open": [],
+        "createdAt": now,
+        "updatedAt": now,
+    }
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _to_record(document: Document) -> UsageRecord:
+    return UsageRecord(
+        user_id=document["userId"],
+        period=document["period"],
+        used_tokens=document["usedTokens"],
+        reserved_tokens=document["reservedTokens"],
+        monthly_limit=document["monthlyTokenLimit"],
+        remaining_tokens=document["remainingTokens"],
+    )

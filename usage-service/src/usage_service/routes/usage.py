@@ -1,0 +1,44 @@
+"""Internal usage routes: reserve, settle, log an attempt, read a user's month."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from infergate_common.validation import Plan, UserId
+
+from usage_service.deps import MeteringDep
+from usage_service.schemas import (
+    AttemptLogRequest,
+    ReserveRequest,
+    ReserveResponse,
+    SettleRequest,
+    UsageResponse,
+)
+
+router = APIRouter(prefix="/usage", tags=["usage"])
+
+
+@router.post("/reserve", status_code=status.HTTP_201_CREATED, response_model=ReserveResponse)
+async def reserve(body: ReserveRequest, metering: MeteringDep) -> ReserveResponse:
+    """Hold tokens before a model call; 403 when this month's quota cannot cover them."""
+    return await metering.reserve(body)
+
+
+@router.post("/settle", response_model=UsageResponse)
+async def settle(body: SettleRequest, metering: MeteringDep) -> UsageResponse:
+    """Charge the actual tokens of a reservation (idempotent) and log the attempt."""
+    return await metering.settle(body)
+
+
+@router.post("/attempts", status_code=status.HTTP_201_CREATED)
+async def log_attempt(body: AttemptLogRequest, metering: MeteringDep) -> dict[str, str]:
+    """Log a chat attempt that never reached a reservation (for example rate limited)."""
+    await metering.log_attempt(body)
+    return {"message": "Logged"}
+
+
+@router.get("/{user_id}", response_model=UsageResponse)
+async def get_usage(
+    user_id: UserId, metering: MeteringDep, plan: Plan = Plan.FREE
+) -> UsageResponse:
+    """This month's usage of one user (a user with no usage yet has used nothing)."""
+    return await metering.usage(user_id=user_id, plan=plan)
