@@ -53,6 +53,7 @@ class InternalServiceClient:
     """Base for the typed clients of one internal service; translates its failures once."""
 
     service: str = "internal service"
+    timeout_message: str | None = None
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
@@ -76,7 +77,7 @@ class InternalServiceClient:
                 timeout=httpx.USE_CLIENT_DEFAULT if call_timeout is None else call_timeout,
             )
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(f"{self.service} timed out") from exc
+            raise UpstreamTimeoutError(self.timeout_message or f"{self.service} timed out") from exc
         except httpx.TransportError as exc:
             raise UpstreamUnavailableError(f"{self.service} unavailable") from exc
         if response.status_code >= 400:

@@ -1,0 +1,63 @@
+"""Typed clients of the internal services (their failures are translated in the base class)."""
+
+from __future__ import annotations
+
+from infergate_common.http_client import InternalServiceClient
+from infergate_common.validation import Plan
+
+from api_gateway.schemas import Generation, MonthlyUsage, Reservation, VerifiedUser
+
+
+class AuthClient(InternalServiceClient):
+    service = "auth-service"
+
+    async def register(self, email: str) -> tuple[str, Plan]:
+        body = await self.call("POST", "/auth/register", json={"email": email})
+        return str(body["apiKey"]), Plan(body["plan"])
+
+    async def verify(self, api_key: str) -> VerifiedUser:
+        body = await self.call("POST", "/auth/verify", json={"apiKey": api_key})
+        return VerifiedUser.model_validate(body)
+
+
+class UsageClient(InternalServiceClient):
+    service = "usage-service"
+
+    async def reserve(
+        self, *, request_id: str, user: VerifiedUser, tokens: int, model: str
+    ) -> Reservation:
+        body = await self.call(
+            "POST",
+            "/usage/reserve",
+            json={
+                "requestId": request_id,
+                "userId": user.userId,
+                "plan": user.plan.value,
+                "tokens": tokens,
+                "model": model,
+            },
+        )
+        return Reservation.model_validate(body)
+
+    async def settle(self, payload: dict[str, object]) -> MonthlyUsage:
+        return MonthlyUsage.model_validate(await self.call("POST", "/usage/settle", json=payload))
+
+    async def log_attempt(self, payload: dict[str, object]) -> None:
+        await self.call("POST", "/usage/attempts", json=payload)
+
+    async def monthly(self, user: VerifiedUser) -> MonthlyUsage:
+        body = await self.call("GET", f"/usage/{user.userId}", params={"plan": user.plan.value})
+        return MonthlyUsage.model_validate(body)
+
+
+class AiClient(InternalServiceClient):
+    service = "ai-service"
+    timeout_message = "AI service timeout"
+
+    async def generate(self, *, prompt: str, max_tokens: int, model: str) -> Generation:
+        body = await self.call(
+            "POST",
+            "/ai/generate",
+            json={"prompt": prompt, "maxTokens": max_tokens, "model": model},
+        )
+        return Generation.model_validate(body)

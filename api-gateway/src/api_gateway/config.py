@@ -1,0 +1,44 @@
+"""api-gateway settings (environment variable names follow the original compose file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from infergate_common.settings import ServiceSettings
+from infergate_common.validation import Plan
+from pydantic import PositiveFloat, PositiveInt
+
+
+class Settings(ServiceSettings):
+    service_name: str = "api-gateway"
+    port: int = 4000
+    auth_service_url: str = "http://127.0.0.1:4001"
+    usage_service_url: str = "http://127.0.0.1:4002"
+    ai_service_url: str = "http://127.0.0.1:4003"
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_timeout: PositiveFloat = 0.5
+    # Per-call timeouts: auth and usage are quick lookups; the model may take minutes.
+    auth_timeout: PositiveFloat = 3.0
+    usage_timeout: PositiveFloat = 3.0
+    ai_timeout: PositiveFloat = 130.0
+    free_rate_limit: PositiveInt = 10
+    pro_rate_limit: PositiveInt = 100
+    rate_limit_window: PositiveInt = 60
+    rate_limit_failure_mode: Literal["open", "closed"] = "open"
+    registration_rate_limit: PositiveInt = 5
+    registration_rate_window: PositiveInt = 3600
+    model: str = "llama3"
+    max_output_tokens: PositiveInt = 512
+    max_prompt_chars: PositiveInt = 32_000
+    # Chat-template tokens added around a prompt; part of the worst-case reservation.
+    prompt_token_overhead: PositiveInt = 64
+
+    def rate_limit(self, plan: Plan) -> int:
+        return self.pro_rate_limit if plan is Plan.PRO else self.free_rate_limit
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

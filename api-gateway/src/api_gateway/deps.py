@@ -1,0 +1,75 @@
+"""Typed dependencies of the gateway's routes: settings, clients, limiter and the caller."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+import structlog
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+from infergate_common.errors import UnauthorizedError
+
+from api_gateway.clients import AiClient, AuthClient, UsageClient
+from api_gateway.config import Settings
+from api_gateway.rate_limit import SlidingWindowLimiter
+from api_gateway.schemas import VerifiedUser
+
+_log = structlog.get_logger("auth")
+_api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="Your API key")
+
+
+def get_settings(request: Request) -> Settings:
+    return cast(Settings, request.app.state.settings)
+
+
+def get_auth_client(request: Request) -> AuthClient:
+    return cast(AuthClient, request.state.auth_client)
+
+
+def get_usage_client(request: Request) -> UsageClient:
+    return cast(UsageClient, request.state.usage_client)
+
+
+def get_ai_client(request: Request) -> AiClient:
+    return cast(AiClient, request.state.ai_client)
+
+
+def get_limiter(request: Request) -> SlidingWindowLimiter:
+    return cast(SlidingWindowLimiter, request.state.limiter)
+
+
+def get_request_id(request: Request) -> str:
+    return cast(str, request.scope["state"]["request_id"])
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+AuthClientDep = Annotated[AuthClient, Depends(get_auth_client)]
+UsageClientDep = Annotated[UsageClient, Depends(get_usage_client)]
+AiClientDep = Annotated[AiClient, Depends(get_ai_client)]
+LimiterDep = Annotated[SlidingWindowLimiter, Depends(get_limiter)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]
+
+
+async def authenticate(
+    auth: AuthClientDep, api_key: Annotated[str | None, Security(_api_key_header)] = None
+) -> VerifiedUser:
+    """The caller's user, from the x-api-key header (401 when missing or unknown)."""
+    if not api_key:
+        raise UnauthorizedError("API key missing", code="api_key_missing")
+    user = await auth.verify(api_key)
+    structlog.contextvars.bind_contextvars(user_id=user.userId)
+    return user
+
+
+CurrentUser = Annotated[VerifiedUser, Depends(authenticate)]
+
+
+def client_address(request: Request) -> str:
+    """The caller's address: nginx's X-Real-IP (the gateway is reachable only behind it)."""
+    forwarded = request.headers.get("x-real-ip")
+    if forwarded:
+        return forwarded.strip()[:64]
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddressDep = Annotated[str, Depends(client_address)]

@@ -1,0 +1,62 @@
+"""api-gateway: the public InferGate API in front of auth, usage and ai."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import redis.asyncio as redis
+from fastapi import FastAPI
+from infergate_common.app import create_service_app
+from infergate_common.http_client import build_internal_client
+
+from api_gateway.clients import AiClient, AuthClient, UsageClient
+from api_gateway.config import Settings, get_settings
+from api_gateway.rate_limit import SlidingWindowLimiter
+from api_gateway.routes.health import router as health_router
+from api_gateway.routes.public import router as public_router
+
+FIELD_MESSAGES = {"prompt": "Prompt is required", "email": "A valid email is required"}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            state: dict[str, Any] = {}
+            for name, cls, url, timeout in (
+                ("auth_client", AuthClient, settings.auth_service_url, settings.auth_timeout),
+                ("usage_client", UsageClient, settings.usage_service_url, settings.usage_timeout),
+                ("ai_client", AiClient, settings.ai_service_url, settings.ai_timeout),
+            ):
+                http = build_internal_client(
+                    base_url=url, internal_token=settings.internal_token, timeout=timeout
+                )
+                stack.push_async_callback(http.aclose)
+                state[name] = cls(http)
+            redis_client = redis.Redis(
+                host=settings.redis_host,
+                port=settings.redis_port,
+                socket_timeout=settings.redis_timeout,
+                socket_connect_timeout=settings.redis_timeout,
+            )
+            stack.push_async_callback(redis_client.aclose)
+            state["redis"] = redis_client
+            state["limiter"] = SlidingWindowLimiter(
+                redis_client, fail_open=settings.rate_limit_failure_mode == "open"
+            )
+            yield state
+
+    app = create_service_app(
+        settings=settings,
+        lifespan=lifespan,
+        title="InferGate",
+        description="Self-hosted AI API gateway: API keys, rate limits, token quotas, LLM calls.",
+        field_messages=FIELD_MESSAGES,
+    )
+    app.include_router(health_router)
+    app.include_router(public_router)
+    return app

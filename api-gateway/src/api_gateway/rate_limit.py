@@ -1,0 +1,78 @@
+"""Sliding-window-log rate limiting in Redis: check and record in one atomic Lua script.
+
+Each allowed request adds a unique member to a sorted set scored by Redis' own clock, so replicas
+agree on time and two requests in the same millisecond both count. A refused request is not
+recorded, and the answer says when the oldest entry leaves the window (the honest Retry-After).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+import structlog
+from infergate_common.errors import UpstreamUnavailableError
+from redis.exceptions import RedisError
+
+_log = structlog.get_logger("rate_limit")
+
+# KEYS[1] = the window's sorted set; ARGV = window_ms, limit, unique member.
+# Returns {allowed (0/1), remaining, ms until the oldest entry leaves the window}.
+_SLIDING_WINDOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+if count < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  count = count + 1
+  allowed = 1
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local reset = window
+if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+return {allowed, limit - count, reset}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_ms: int
+    degraded: bool = False
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, math.ceil(self.reset_ms / 1000))
+
+
+class SlidingWindowLimiter:
+    def __init__(self, client: redis.Redis, *, fail_open: bool) -> None:
+        self._script = client.register_script(_SLIDING_WINDOW)
+        self._fail_open = fail_open
+        self.failures = 0
+
+    async def hit(self, key: str, *, limit: int, window_s: int) -> Decision:
+        """Count one request against `key`; refuse it when the window is full."""
+        try:
+            allowed, remaining, reset_ms = await self._script(
+                keys=[key], args=[window_s * 1000, limit, uuid.uuid4().hex]
+            )
+        except RedisError as exc:
+            self.failures += 1
+            if not self._fail_open:
+                _log.error("rate_limiter_unavailable", mode="closed", error_type=type(exc).__name__)
+                raise UpstreamUnavailableError(
+                    "Rate limiter unavailable", code="rate_limiter_unavailable"
+                ) from exc
+            _log.warning("rate_limiter_unavailable", mode="open", error_type=type(exc).__name__)
+            return Decision(True, limit, limit, window_s * 1000, degraded=True)
+        return Decision(bool(allowed), limit, int(remaining), int(reset_ms))

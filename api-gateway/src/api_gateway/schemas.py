@@ -1,0 +1,89 @@
+"""The public API's bodies (the original's field names)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from infergate_common.validation import Email, Plan
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+class StrictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterRequest(StrictBody):
+    email: Email
+
+
+class RegisterResponse(BaseModel):
+    message: str = "User registered successfully"
+    apiKey: str = Field(description="Shown once; store it safely.")
+    plan: Plan
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("prompt is blank")
+    return value
+
+
+class ChatRequest(StrictBody):
+    prompt: Annotated[
+        str,
+        Field(min_length=1, description="The user's message to the model."),
+        AfterValidator(_not_blank),
+    ]
+
+
+class ChatResponse(BaseModel):
+    output: str
+    tokensUsed: int
+
+
+class UsageSummary(BaseModel):
+    usedTokens: int
+    monthlyLimit: int
+    remainingTokens: int
+    percentageUsed: float
+
+
+class VerifiedUser(BaseModel):
+    valid: bool
+    userId: str
+    plan: Plan
+
+
+class AccessGranted(BaseModel):
+    message: str = "Access granted"
+    user: VerifiedUser
+
+
+class ErrorBody(BaseModel):
+    message: str
+    code: str
+    requestId: str | None
+
+
+class Reservation(BaseModel):
+    reservationId: str
+    period: str
+    reservedTokens: int
+    monthlyTokenLimit: int
+    remainingTokens: int
+
+
+class Generation(BaseModel):
+    output: str
+    tokens: int
+    promptTokens: int
+    completionTokens: int
+    model: str
+    doneReason: str
+
+
+class MonthlyUsage(BaseModel):
+    usedTokens: int
+    reservedTokens: int
+    monthlyTokenLimit: int
+    remainingTokens: int
