@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import httpx
 import redis.asyncio as redis
 from fastapi import FastAPI
 from infergate_common.app import create_service_app
@@ -20,7 +21,10 @@ from api_gateway.routes.public import router as public_router
 FIELD_MESSAGES = {"prompt": "Prompt is required", "email": "A valid email is required"}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The gateway app; `transport` replaces the network to the internal services in tests."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -33,7 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ("ai_client", AiClient, settings.ai_service_url, settings.ai_timeout),
             ):
                 http = build_internal_client(
-                    base_url=url, internal_token=settings.internal_token, timeout=timeout
+                    base_url=url,
+                    internal_token=settings.internal_token,
+                    timeout=timeout,
+                    transport=transport,
                 )
                 stack.push_async_callback(http.aclose)
                 state[name] = cls(http)

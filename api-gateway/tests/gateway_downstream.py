@@ -1,0 +1,105 @@
+"""Scriptable stand-ins for auth, usage and ai at the HTTP edge (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+USER_ID = "a" * 24
+VALID_KEY = "sk_valid"
+
+Reply = Callable[[httpx.Request], httpx.Response]
+
+
+@dataclass
+class Call:
+    service: str
+    path: str
+    headers: httpx.Headers
+    body: Any
+
+
+@dataclass
+class Downstream:
+    """Records every internal call; answers like healthy services unless told otherwise."""
+
+    calls: list[Call] = field(default_factory=list)
+    overrides: dict[tuple[str, str], Reply] = field(default_factory=dict)
+    generation: dict[str, Any] = field(
+        default_factory=lambda: {
+            "output": "Hi!",
+            "tokens": 12,
+            "promptTokens": 9,
+            "completionTokens": 3,
+            "model": "llama3",
+            "doneReason": "stop",
+        }
+    )
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self._handle)
+
+    def override(self, service: str, path: str, reply: Reply) -> None:
+        self.overrides[(service, path)] = reply
+
+    def paths(self, service: str) -> list[str]:
+        return [call.path for call in self.calls if call.service == service]
+
+    def bodies(self, service: str, path: str) -> list[Any]:
+        return [c.body for c in self.calls if c.service == service and c.path == path]
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        service = request.url.host.split(".")[0]
+        path = request.url.path
+        body = json.loads(request.content) if request.content else None
+        self.calls.append(Call(service, path, request.headers, body))
+        override = self.overrides.get((service, path))
+        if override is not None:
+            return override(request)
+        return self._default(service, path, body)
+
+    def _default(self, service: str, path: str, body: Any) -> httpx.Response:
+        if path == "/readyz":
+            return httpx.Response(200, json={"status": "ready"})
+        if (service, path) == ("auth", "/auth/verify"):
+            if body["apiKey"] != VALID_KEY:
+                return httpx.Response(
+                    401, json={"message": "Invalid API key", "code": "invalid_api_key"}
+                )
+            return httpx.Response(200, json={"valid": True, "userId": USER_ID, "plan": "FREE"})
+        if (service, path) == ("auth", "/auth/register"):
+            return httpx.Response(
+                201, json={"message": "ok", "userId": USER_ID, "apiKey": "sk_new", "plan": "FREE"}
+            )
+        if (service, path) == ("usage", "/usage/reserve"):
+            return httpx.Response(
+                201,
+                json={
+                    "reservationId": "f" * 32,
+                    "period": "2026-11",
+                    "reservedTokens": body["tokens"],
+                    "monthlyTokenLimit": 5000,
+                    "remainingTokens": 5000 - body["tokens"],
+                },
+            )
+        if service == "usage" and path in {"/usage/settle", f"/usage/{USER_ID}"}:
+            return httpx.Response(
+                200,
+                json={
+                    "userId": USER_ID,
+                    "period": "2026-11",
+                    "usedTokens": 1250,
+                    "reservedTokens": 0,
+                    "monthlyTokenLimit": 5000,
+                    "remainingTokens": 3750,
+                },
+            )
+        if (service, path) == ("usage", "/usage/attempts"):
+            return httpx.Response(201, json={"message": "Logged"})
+        if (service, path) == ("ai", "/ai/generate"):
+            return httpx.Response(200, json=self.generation)
+        return httpx.Response(404, json={"message": "Not found", "code": "not_found"})

@@ -1,0 +1,48 @@
+"""The sliding-window limiter against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as redis
+from api_gateway.rate_limit import SlidingWindowLimiter
+from infergate_common.errors import UpstreamUnavailableError
+
+
+@pytest.fixture
+async def limiter(redis_port: int) -> SlidingWindowLimiter:
+    return SlidingWindowLimiter(redis.Redis(port=redis_port), fail_open=True)
+
+
+async def test_concurrent_hits_in_one_millisecond_all_count(limiter: SlidingWindowLimiter) -> None:
+    key = f"t:{uuid.uuid4().hex}"
+    decisions = await asyncio.gather(*(limiter.hit(key, limit=10, window_s=60) for _ in range(25)))
+    assert sum(d.allowed for d in decisions) == 10
+    assert sorted(d.remaining for d in decisions if d.allowed) == list(range(10))
+
+
+async def test_the_window_slides(limiter: SlidingWindowLimiter) -> None:
+    key = f"t:{uuid.uuid4().hex}"
+    assert (await limiter.hit(key, limit=1, window_s=1)).allowed
+    refused = await limiter.hit(key, limit=1, window_s=1)
+    assert not refused.allowed
+    assert 0 < refused.reset_ms <= 1000
+    assert refused.retry_after_seconds == 1
+    await asyncio.sleep(refused.reset_ms / 1000 + 0.05)
+    assert (await limiter.hit(key, limit=1, window_s=1)).allowed
+
+
+async def test_unreachable_redis_fails_open_and_counts() -> None:
+    limiter = SlidingWindowLimiter(redis.Redis(port=9, socket_connect_timeout=0.2), fail_open=True)
+    decision = await limiter.hit("t:x", limit=1, window_s=60)
+    assert decision.allowed
+    assert decision.degraded
+    assert limiter.failures == 1
+
+
+async def test_unreachable_redis_fails_closed_with_503() -> None:
+    limiter = SlidingWindowLimiter(redis.Redis(port=9, socket_connect_timeout=0.2), fail_open=False)
+    with pytest.raises(UpstreamUnavailableError):
+        await limiter.hit("t:x", limit=1, window_s=60)
