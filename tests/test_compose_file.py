@@ -1,0 +1,249 @@
+"""Static checks of docker-compose.yml, the Dockerfiles and .dockerignore (no Docker needed).
+
+The compose environment is checked against the services' real Settings classes, so a renamed or
+newly required setting fails here instead of in a container that never becomes healthy.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+BUILT = sorted(name for name, service in SERVICES.items() if "build" in service)
+PYTHON = sorted(name for name in BUILT if "PORT" in SERVICES[name].get("environment", {}))
+STAGE_INSTRUCTIONS = re.compile(r"^(\w+)\s+(.*)$")
+
+
+def dockerfile_path(service: str) -> Path:
+    build = SERVICES[service]["build"]
+    return ROOT / str(build["context"]) / str(build["dockerfile"])
+
+
+def member(service: str) -> str:
+    """The workspace member directory a Python service is built from (e.g. `auth-service`)."""
+    return dockerfile_path(service).parent.name
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    lines = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+    found = (STAGE_INSTRUCTIONS.match(line.strip()) for line in joined.splitlines())
+    return [(match[1].upper(), match[2]) for match in found if match]
+
+
+def final_stage(path: Path) -> list[tuple[str, str]]:
+    steps = instructions(path)
+    last_from = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
+    return steps[last_from:]
+
+
+def environment(service: str) -> dict[str, str]:
+    return {key: str(value) for key, value in SERVICES[service].get("environment", {}).items()}
+
+
+def is_pinned(image: str) -> bool:
+    if "@sha256:" in image:
+        return True
+    name, _, tag = image.rpartition(":")
+    return bool(name) and "/" not in tag and tag not in {"", "latest"}
+
+
+def settings_class(service: str) -> Any:
+    package = member(service).replace("-", "_")
+    module = pytest.importorskip(
+        f"{package}.config", reason=f"{package}.config is not written yet: cannot check env"
+    )
+    return module.Settings
+
+
+def env_names(settings: Any) -> dict[str, Any]:
+    prefix = str(settings.model_config.get("env_prefix", "")).upper()
+    return {prefix + name.upper(): field for name, field in settings.model_fields.items()}
+
+
+def resolved(value: str) -> str:
+    """A compose value with `${VAR:-default}` and `${VAR:?error}` as docker compose would see it."""
+    value = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+    return re.sub(r"\$\{\w+:\?[^}]*\}", "x" * 32, value)
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_service_has_a_healthcheck(service: str) -> None:
+    check = SERVICES[service].get("healthcheck", {})
+
+    assert check.get("test")
+    assert check["test"] != ["NONE"]
+    assert not check.get("disable", False)
+
+
+def test_only_nginx_publishes_a_port() -> None:
+    publishing = {name for name, service in SERVICES.items() if service.get("ports")}
+
+    assert publishing == {"nginx"}
+    assert SERVICES["nginx"]["ports"] == ["8080:80"]
+
+
+def test_every_image_is_pinned_to_a_tag() -> None:
+    images = [service["image"] for service in SERVICES.values() if "image" in service]
+    for service in BUILT:
+        steps = instructions(dockerfile_path(service))
+        stages = {
+            args.split()[-1] for keyword, args in steps if keyword == "FROM" and " AS " in args
+        }
+        images += [args.split()[0] for keyword, args in steps if keyword == "FROM"]
+        copied = (re.search(r"--from=(\S+)", args) for keyword, args in steps if keyword == "COPY")
+        images += [found[1] for found in copied if found and found[1] not in stages]
+
+    assert [image for image in images if not is_pinned(image)] == []
+
+
+@pytest.mark.parametrize("service", BUILT)
+def test_built_image_runs_as_non_root_with_a_healthcheck(service: str) -> None:
+    assert SERVICES[service]["build"]["context"] == "."
+    stage = final_stage(dockerfile_path(service))
+    users = [args for keyword, args in stage if keyword == "USER"]
+    checks = [args for keyword, args in stage if keyword == "HEALTHCHECK"]
+
+    assert users, "the final stage sets no USER: the process would run as root"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    assert checks
+    assert checks[-1] != "NONE"
+
+
+@pytest.mark.parametrize("service", PYTHON)
+def test_python_image_installs_and_runs_its_own_package(service: str) -> None:
+    steps = instructions(dockerfile_path(service))
+    stage = final_stage(dockerfile_path(service))
+    text = " ".join(args for _, args in steps)
+    port = environment(service)["PORT"]
+
+    assert f"ARG MEMBER={member(service)}" in [f"{k} {a}" for k, a in steps]
+    assert "uv sync --frozen --no-dev --package ${MEMBER}" in text
+    assert "COPY common/src common/src" in [f"{k} {a}" for k, a in steps]
+    assert ("CMD", f'["python", "-m", "{member(service).replace("-", "_")}"]') in stage
+    assert ("EXPOSE", port) in stage
+    env = " ".join(args for keyword, args in stage if keyword == "ENV")
+    assert "HOST=0.0.0.0" in env.split()
+    assert f"PORT={port}" in env.split()
+
+
+@pytest.mark.parametrize("service", PYTHON)
+def test_compose_sets_every_required_setting(service: str) -> None:
+    settings = settings_class(service)
+    required = {name for name, field in env_names(settings).items() if field.is_required()}
+
+    assert required - set(environment(service)) == set()
+
+
+@pytest.mark.parametrize("service", PYTHON)
+def test_compose_sets_only_variables_the_settings_read(service: str) -> None:
+    known = set(env_names(settings_class(service)))
+
+    assert set(environment(service)) - known == set()
+
+
+@pytest.mark.parametrize("service", PYTHON)
+def test_compose_environment_is_valid_for_the_settings(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_class(service)
+    for name in env_names(settings):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment(service).items():
+        monkeypatch.setenv(name, resolved(value))
+
+    loaded = settings()
+
+    assert loaded.port == int(environment(service)["PORT"])
+    assert loaded.service_name == environment(service)["SERVICE_NAME"]
+
+
+def test_gateway_service_urls_point_at_the_services_ports() -> None:
+    urls = {k: v for k, v in environment("gateway").items() if k.endswith("_SERVICE_URL")}
+
+    assert len(urls) == 3
+    for url in urls.values():
+        parts = urlsplit(url)
+        assert parts.hostname in SERVICES
+        assert str(parts.port) == environment(parts.hostname)["PORT"]
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_dependencies_are_awaited_until_healthy(service: str) -> None:
+    depends_on = SERVICES[service].get("depends_on", {})
+
+    assert isinstance(depends_on, dict)
+    assert {dep["condition"] for dep in depends_on.values()} <= {"service_healthy"}
+    assert SERVICES[service]["restart"] == "unless-stopped"
+
+
+def test_only_the_gateway_bridges_the_edge_and_internal_networks() -> None:
+    networks = {name: set(service["networks"]) for name, service in SERVICES.items()}
+
+    assert networks.pop("nginx") == {"edge"}
+    assert networks.pop("gateway") == {"internal", "edge"}
+    assert all(names == {"internal"} for names in networks.values())
+
+
+def test_internal_token_is_required_and_documented() -> None:
+    compose_text = (ROOT / "docker-compose.yml").read_text()
+    example = (ROOT / ".env.example").read_text()
+    interpolated = set(re.findall(r"(?<!\$)\$\{(\w+)", compose_text))
+    documented = set(re.findall(r"^(\w+)=", example, flags=re.MULTILINE))
+
+    assert interpolated - documented == set()
+    for service in PYTHON:
+        assert environment(service)["INTERNAL_TOKEN"].startswith("${INTERNAL_TOKEN:?")
+
+
+def dockerignore_includes(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    included = True
+    prefixes = ["/".join(path.split("/")[: i + 1]) for i in range(path.count("/") + 1)]
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        body = pattern.removeprefix("!").strip("/")
+        regex = re.escape(body).replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+        if any(re.fullmatch(regex, prefix) for prefix in prefixes):
+            included = negated
+    return included
+
+
+@pytest.mark.parametrize("service", BUILT)
+def test_build_context_holds_every_file_the_dockerfile_copies(service: str) -> None:
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    steps = instructions(dockerfile_path(service))
+    args = dict(a.split("=", 1) for keyword, a in steps if keyword == "ARG" and "=" in a)
+    copies = [a.split()[:-1] for keyword, a in steps if keyword == "COPY" and "--from" not in a]
+    sources = [re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], src) for c in copies for src in c]
+
+    for source in sources:
+        files = [f for f in tracked if f == source or f.startswith(source + "/")]
+        assert files, f"{source} is copied but does not exist"
+        assert all(dockerignore_includes(f, patterns) for f in files), source
+
+
+def test_python_services_are_workspace_members() -> None:
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    members = set(root["tool"]["uv"]["workspace"]["members"])
+
+    assert {member(service) for service in PYTHON} | {"common"} <= members
