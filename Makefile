@@ -1,0 +1,61 @@
+# InferGate: install, run and test everything locally, without Docker.
+#   make run       start the whole stack in the foreground (Ctrl-C or `make stop` to stop it)
+#   make test      install, lint, typecheck, then every test suite (they start their own stacks)
+# Ports: NGINX_PORT, GATEWAY_PORT, AUTH_PORT, USAGE_PORT, AI_PORT, REDIS_PORT, MONGO_PORT, LLM_PORT.
+# Any other variable reaches the services: REGISTRATION_RATE_LIMIT=1000 make run.
+# OLLAMA_URL=http://host:11434 make run uses that Ollama instead of the embedded model.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Where scripts/bootstrap-uv.sh may put uv: on PATH for every recipe.
+export PATH := $(HOME)/.local/bin:$(HOME)/.cache/infergate/uv-venv/bin:$(PATH)
+
+UV_RUN := uv run --frozen
+DEVSTACK := $(UV_RUN) python -m infergate_devstack
+
+# Only the directories that exist (members appear as they are written).
+SOURCE_DIRS := $(wildcard common/src api-gateway/src auth-service/src usage-service/src \
+	ai-service/src devstack/src local-llm/src)
+TYPED_TEST_DIRS := $(wildcard devstack/tests tests)
+TEST_DIRS := $(wildcard common/tests api-gateway/tests auth-service/tests usage-service/tests \
+	ai-service/tests devstack/tests local-llm/tests tests)
+
+.PHONY: help uv install run stop lint typecheck test bench
+
+help:
+	@echo "make install    install uv, the Python packages, redis-server, nginx and SecantusDB"
+	@echo "make run        start the local stack (nginx on http://127.0.0.1:8080)"
+	@echo "make stop       stop a stack started by 'make run'"
+	@echo "make lint       ruff check and ruff format --check"
+	@echo "make typecheck  mypy (strict)"
+	@echo "make test       install, lint, typecheck and run every test suite"
+	@echo "make bench      run the load benchmarks"
+
+uv:
+	@scripts/bootstrap-uv.sh
+
+install: uv
+	uv sync --frozen --all-packages
+	$(DEVSTACK) install
+
+run: install
+	$(DEVSTACK) run
+
+stop: uv
+	$(DEVSTACK) stop
+
+lint: uv
+	$(UV_RUN) ruff check .
+	$(UV_RUN) ruff format --check .
+
+typecheck: uv
+	$(UV_RUN) mypy $(SOURCE_DIRS) $(TYPED_TEST_DIRS)
+
+test: install lint typecheck
+	$(UV_RUN) pytest $(TEST_DIRS)
+
+bench: install
+	@if [ -f bench/__main__.py ]; then $(UV_RUN) python -m bench; \
+	else echo "no benchmarks yet (bench/__main__.py)"; fi

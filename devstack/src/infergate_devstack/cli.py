@@ -1,0 +1,128 @@
+"""`python -m infergate_devstack run | stop | install`: the local stack from a terminal.
+
+Ports come from NGINX_PORT, GATEWAY_PORT, AUTH_PORT, USAGE_PORT, AI_PORT, REDIS_PORT, MONGO_PORT
+and LLM_PORT (defaults 8080, 4000-4003, 6379, 27017, 11434); OLLAMA_URL names an Ollama to use
+instead of the embedded model. Every other variable reaches the services unchanged, so
+`REGISTRATION_RATE_LIMIT=1000 make run` configures the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from infergate_devstack import install
+from infergate_devstack.config import StackConfig, find_repo_root, print_progress
+from infergate_devstack.ports import HOST, PortInUseError, Ports
+from infergate_devstack.processes import StartupError, kill_leftovers
+from infergate_devstack.runfile import AlreadyRunningError, RunFile
+from infergate_devstack.stack import Stack
+from infergate_devstack.summary import format_summary
+
+# What a user can fix from the message alone: printed without a traceback.
+_USER_ERRORS = (PortInUseError, StartupError, install.InstallError, AlreadyRunningError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    data_dir: Path = args.data_dir.resolve()
+    try:
+        if args.command == "run":
+            return run(data_dir, gateway_replicas=args.gateway_replicas)
+        if args.command == "stop":
+            return stop(data_dir)
+        return install_prerequisites(with_llm=args.llm)
+    except _USER_ERRORS as exc:
+        print(f"devstack: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m infergate_devstack", description=__doc__)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=find_repo_root() / ".data",
+        help="logs, database files, nginx config (default: <repo>/.data)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="start the stack and wait for Ctrl-C")
+    run_parser.add_argument("--gateway-replicas", type=int, default=1, metavar="N")
+    commands.add_parser("stop", help="stop a stack started by `run`")
+    install_parser = commands.add_parser("install", help="install missing prerequisites")
+    install_parser.add_argument(
+        "--llm", action="store_true", help="also build the embedded LLM runtime (compiles)"
+    )
+    return parser
+
+
+def run(data_dir: Path, *, gateway_replicas: int) -> int:
+    """Start everything, print the summary, wait for Ctrl-C or SIGTERM, stop everything."""
+    runfile = RunFile(data_dir)
+    runfile.claim()
+    ports = Ports.from_env()
+    config = StackConfig(
+        data_dir=data_dir,
+        ports=ports,
+        ollama_url=os.environ.get("OLLAMA_URL") or f"http://{HOST}:{ports.llm}",
+        gateway_replicas=gateway_replicas,
+    )
+    stack = Stack(config)
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    try:
+        stack.up()
+        print(format_summary(stack, startup_s=time.monotonic() - started), flush=True)
+        _watch(stack)
+    except KeyboardInterrupt:
+        print_progress("stopping")
+    finally:
+        # A second Ctrl-C must not cut the shutdown short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.down()
+        runfile.release()
+    print_progress("stopped")
+    return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _watch(stack: Stack) -> None:
+    """Wait for a signal, reporting any process that exits on its own meanwhile."""
+    reported: set[str] = set()
+    while True:
+        time.sleep(1.0)
+        for name in set(stack.exited()) - reported:
+            reported.add(name)
+            print_progress(f"warning: {name} exited; see {stack.log_path(name)}")
+
+
+def stop(data_dir: Path) -> int:
+    """Stop the `run` recorded in data_dir, then anything an earlier crash left running."""
+    pid = RunFile(data_dir).stop_running()
+    leftovers = kill_leftovers(data_dir / "pids")
+    if pid is not None:
+        print_progress(f"stopped the stack (pid {pid})")
+    if leftovers:
+        print_progress(f"stopped leftover processes: {', '.join(leftovers)}")
+    if pid is None and not leftovers:
+        print_progress(f"no stack running from {data_dir}")
+    return 0
+
+
+def install_prerequisites(*, with_llm: bool) -> int:
+    install.ensure_all(print_progress)
+    if with_llm:
+        from infergate_devstack.llm_venv import ensure_llm_venv
+
+        ensure_llm_venv(find_repo_root(), progress=print_progress)
+    print_progress("prerequisites installed")
+    return 0

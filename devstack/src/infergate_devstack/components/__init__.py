@@ -1,0 +1,1 @@
+"""How each process of the local stack is started and how its readiness is told."""

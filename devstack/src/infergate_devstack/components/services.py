@@ -1,0 +1,91 @@
+"""The four InferGate services, each `python -m <package>` with its settings in the environment."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from infergate_devstack.components.datastores import mongo_uri
+from infergate_devstack.ports import HOST
+from infergate_devstack.probes import http_ok
+from infergate_devstack.processes import ProcessSpec
+
+# component name -> (python package, SERVICE_NAME)
+SERVICES: Mapping[str, tuple[str, str]] = {
+    "auth": ("auth_service", "auth-service"),
+    "usage": ("usage_service", "usage-service"),
+    "ai": ("ai_service", "ai-service"),
+    "gateway": ("api_gateway", "api-gateway"),
+}
+
+
+@dataclass(frozen=True)
+class ServiceWiring:
+    """Where every service finds the others: what the environment of each is built from."""
+
+    internal_token: str
+    auth_port: int
+    usage_port: int
+    ai_port: int
+    redis_port: int
+    mongo_port: int
+    llm_url: str
+    overrides: Mapping[str, str]
+
+
+def service_env(component: str, *, port: int, wiring: ServiceWiring) -> dict[str, str]:
+    """The inherited environment, then this service's settings, then the stack's overrides."""
+    env = dict(os.environ)
+    env.setdefault("LOG_LEVEL", "info")
+    env.update(
+        SERVICE_NAME=SERVICES[component][1],
+        PORT=str(port),
+        HOST=HOST,
+        LOG_FORMAT="json",
+        INTERNAL_TOKEN=wiring.internal_token,
+    )
+    env.update(_own_settings(component, wiring))
+    if component == "ai":
+        env.setdefault("MODEL", "llama3")
+    env.update(wiring.overrides)
+    return env
+
+
+def _own_settings(component: str, wiring: ServiceWiring) -> dict[str, str]:
+    if component == "auth":
+        return {"MONGO_URI": mongo_uri(wiring.mongo_port, "infergate-auth")}
+    if component == "usage":
+        return {"MONGO_URI": mongo_uri(wiring.mongo_port, "infergate-usage")}
+    if component == "ai":
+        return {"OLLAMA_URL": wiring.llm_url}
+    return {
+        "AUTH_SERVICE_URL": f"http://{HOST}:{wiring.auth_port}",
+        "USAGE_SERVICE_URL": f"http://{HOST}:{wiring.usage_port}",
+        "AI_SERVICE_URL": f"http://{HOST}:{wiring.ai_port}",
+        "REDIS_HOST": HOST,
+        "REDIS_PORT": str(wiring.redis_port),
+    }
+
+
+def service_spec(
+    component: str,
+    *,
+    name: str,
+    port: int,
+    wiring: ServiceWiring,
+    log_path: Path,
+    ready_timeout_s: float,
+) -> ProcessSpec:
+    """`name` differs from `component` for gateway replicas (gateway-1, gateway-2, ...)."""
+    return ProcessSpec(
+        name=name,
+        argv=[sys.executable, "-m", SERVICES[component][0]],
+        env=service_env(component, port=port, wiring=wiring),
+        log_path=log_path,
+        ready=functools.partial(http_ok, f"http://{HOST}:{port}/healthz"),
+        ready_timeout_s=ready_timeout_s,
+    )

@@ -1,0 +1,40 @@
+"""What `run` prints once the stack is ready: where everything is and how to try it."""
+
+from __future__ import annotations
+
+from infergate_devstack.stack import Stack
+
+_SERVICES = (("gateway", "api-gateway"), ("auth", "auth-service"), ("usage", "usage-service"))
+
+
+def format_summary(stack: Stack, *, startup_s: float) -> str:
+    public = stack.public_url
+    rows = [("Public API (nginx)", public)]
+    rows += [(label, stack.service_url(name)) for name, label in _SERVICES]
+    rows.append(("ai-service", stack.service_url("ai")))
+    rows += [
+        (f"api-gateway replica {i}", f"http://127.0.0.1:{port}")
+        for i, port in enumerate(stack.gateway_ports[1:], start=1)
+    ]
+    rows += [
+        ("Redis", f"127.0.0.1:{stack.redis_port}"),
+        ("MongoDB (SecantusDB)", stack.mongo_uri),
+        ("LLM", stack.llm_description),
+        ("Logs", f"{stack.logs_dir}/<name>.log"),
+    ]
+    width = max(len(label) for label, _ in rows) + 2
+    table = "\n".join(f"  {label + ':':<{width}}{value}" for label, value in rows)
+    json_header = "-H 'content-type: application/json'"
+    return f"""
+InferGate is running (ready in {startup_s:.1f} s).
+
+{table}
+
+Try it:
+  curl -s -X POST {public}/v1/register {json_header} -d '{{"email":"you@example.com"}}'
+  curl -s -X POST {public}/v1/chat {json_header} -H 'x-api-key: <apiKey from register>' \\
+       -d '{{"prompt":"Say hello in five words"}}'
+  curl -s {public}/v1/usage -H 'x-api-key: <apiKey>'
+
+Stop with Ctrl-C, or `make stop` from another terminal.
+"""
