@@ -15,12 +15,13 @@ export PATH := $(HOME)/.local/bin:$(HOME)/.cache/infergate/uv-venv/bin:$(PATH)
 UV_RUN := uv run --frozen
 DEVSTACK := $(UV_RUN) python -m infergate_devstack
 
-# Only the directories that exist (members appear as they are written).
-SOURCE_DIRS := $(wildcard common/src api-gateway/src auth-service/src usage-service/src \
+# Only the directories that hold code yet (members appear as they are written).
+has_code = $(foreach dir,$(1),$(if $(wildcard $(dir)/*.py $(dir)/*/*.py),$(dir)))
+SOURCE_DIRS := $(call has_code,common/src api-gateway/src auth-service/src usage-service/src \
 	ai-service/src devstack/src local-llm/src)
-TYPED_TEST_DIRS := $(wildcard devstack/tests tests)
-TEST_DIRS := $(wildcard common/tests api-gateway/tests auth-service/tests usage-service/tests \
-	ai-service/tests devstack/tests local-llm/tests tests)
+TYPED_TEST_DIRS := $(call has_code,devstack/tests tests)
+TEST_DIRS := $(call has_code,common/tests api-gateway/tests auth-service/tests \
+	usage-service/tests ai-service/tests devstack/tests local-llm/tests tests)
 
 .PHONY: help uv install run stop lint typecheck test bench
 

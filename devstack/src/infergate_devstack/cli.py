@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from infergate_devstack import install
+from infergate_devstack.components.llm import llm_venv
 from infergate_devstack.config import StackConfig, find_repo_root, print_progress
 from infergate_devstack.ports import HOST, PortInUseError, Ports
 from infergate_devstack.processes import StartupError, kill_leftovers
@@ -73,6 +74,8 @@ def run(data_dir: Path, *, gateway_replicas: int) -> int:
         gateway_replicas=gateway_replicas,
     )
     stack = Stack(config)
+    # Both explicitly: a shell starting us in the background may have left SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     try:
@@ -121,8 +124,6 @@ def stop(data_dir: Path) -> int:
 def install_prerequisites(*, with_llm: bool) -> int:
     install.ensure_all(print_progress)
     if with_llm:
-        from infergate_devstack.llm_venv import ensure_llm_venv
-
-        ensure_llm_venv(find_repo_root(), progress=print_progress)
+        llm_venv().ensure_llm_venv(find_repo_root(), progress=print_progress)
     print_progress("prerequisites installed")
     return 0

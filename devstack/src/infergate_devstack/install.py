@@ -110,6 +110,7 @@ def ensure_secantus(progress: Progress) -> Path:
     progress(f"installing SecantusDB {SECANTUS_VERSION} into {secantus_venv()}")
     cache_root().mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=".secantus-", dir=cache_root()))
+    building.chmod(0o755)  # mkdtemp makes it private; the venv is for every user of this home
     try:
         _build_secantus_venv(building)
         try:

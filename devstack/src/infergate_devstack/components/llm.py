@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, cast
 
 from infergate_devstack.ports import HOST
 from infergate_devstack.probes import ollama_running
-from infergate_devstack.processes import ProcessSpec
+from infergate_devstack.processes import ProcessSpec, StartupError
 
 EMBEDDED_MODEL = "SmolLM2-135M"
 # Covers the server's imports and model load; compiling llama-cpp-python happens before the
@@ -26,6 +28,27 @@ class LlmChoice:
     url: str
     description: str
     spec: ProcessSpec | None
+
+
+class LlmVenvModule(Protocol):
+    """What the stack uses of infergate_devstack.llm_venv (the venv of the embedded model)."""
+
+    def ensure_llm_venv(self, root: Path, *, progress: Callable[[str], None]) -> Path: ...
+    def server_env(self, root: Path, base: Mapping[str, str]) -> dict[str, str]: ...
+    def server_command(self, python: Path, *, host: str, port: int) -> list[str]: ...
+
+
+def llm_venv() -> LlmVenvModule:
+    """The venv builder, imported only when the embedded model is needed: a stack using Ollama
+    or a test LLM runs (and type-checks) whether or not that module is there."""
+    try:
+        module = importlib.import_module("infergate_devstack.llm_venv")
+    except ModuleNotFoundError as exc:
+        raise StartupError(
+            "the embedded LLM is not available (infergate_devstack.llm_venv is missing); "
+            "set OLLAMA_URL to a running Ollama"
+        ) from exc
+    return cast(LlmVenvModule, module)
 
 
 def choose_llm(
@@ -53,15 +76,12 @@ def embedded_spec(
     *, port: int, repo_root: Path, log_path: Path, progress: Callable[[str], None]
 ) -> ProcessSpec:
     """The local-llm server run by the python of the llama-cpp-python venv (built on first use)."""
-    # Imported here: only the embedded model needs the venv builder, so a stack using Ollama or
-    # a test LLM does not depend on it.
-    from infergate_devstack.llm_venv import ensure_llm_venv, server_command, server_env
-
-    python = ensure_llm_venv(repo_root, progress=progress)
+    venv = llm_venv()
+    python = venv.ensure_llm_venv(repo_root, progress=progress)
     return ProcessSpec(
         name="llm",
-        argv=server_command(python, host=HOST, port=port),
-        env=server_env(repo_root, os.environ),
+        argv=venv.server_command(python, host=HOST, port=port),
+        env=venv.server_env(repo_root, os.environ),
         log_path=log_path,
         ready=functools.partial(ollama_running, f"http://{HOST}:{port}"),
         ready_timeout_s=EMBEDDED_READY_TIMEOUT_S,

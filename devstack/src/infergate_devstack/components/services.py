@@ -46,6 +46,8 @@ def service_env(component: str, *, port: int, wiring: ServiceWiring) -> dict[str
         PORT=str(port),
         HOST=HOST,
         LOG_FORMAT="json",
+        # Log lines reach the log file as they are written, even from print().
+        PYTHONUNBUFFERED="1",
         INTERNAL_TOKEN=wiring.internal_token,
     )
     env.update(_own_settings(component, wiring))
