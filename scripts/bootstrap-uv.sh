@@ -12,7 +12,7 @@ if command -v uv >/dev/null 2>&1 || [ -x "${venv}/bin/uv" ] || [ -x "${HOME}/.lo
 fi
 
 echo "bootstrap-uv: installing uv" >&2
-if python3 -m pip install --user --quiet uv 2>/dev/null && [ -x "${HOME}/.local/bin/uv" ]; then
+if python3 -m pip install --user --quiet --disable-pip-version-check uv 2>/dev/null && [ -x "${HOME}/.local/bin/uv" ]; then
     exit 0
 fi
 
@@ -28,4 +28,4 @@ if ! make_venv 2>/dev/null; then
         exit 1
     fi
 fi
-"${venv}/bin/python" -m pip install --quiet uv
+"${venv}/bin/python" -m pip install --quiet --disable-pip-version-check uv
