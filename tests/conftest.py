@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from infergate_devstack.ports import Ports
 from infergate_devstack.stack import Stack, StackConfig
 
-from tests.fake_ollama_fixtures import FakeOllamaControl, FakeOllamaProcess
 from tests.helpers import register
+
+if TYPE_CHECKING:
+    from tests.fake_ollama_fixtures import FakeOllamaControl, FakeOllamaProcess
 
 pytest_plugins = ["tests.fake_ollama_fixtures"]
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from infergate_common.validation import Email, Plan
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 
 class StrictBody(BaseModel):
@@ -25,6 +26,8 @@ class RegisterResponse(BaseModel):
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("prompt is blank")
+    if "\x00" in value:
+        raise PydanticCustomError("nul_character", "Prompt must not contain NUL characters")
     return value
 
 

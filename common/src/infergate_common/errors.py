@@ -115,11 +115,20 @@ def error_body(message: str, code: str) -> dict[str, Any]:
     return {"message": message, "code": code, "requestId": current_request_id()}
 
 
+# Error kinds that mean "this field is missing or not the right kind of value": they get the
+# field's own message (the original's texts, such as "Prompt is required").
+_FIELD_MESSAGE_TYPES = frozenset(
+    {"missing", "string_type", "string_too_short", "value_error", "model_type", "dict_type"}
+)
+
+
 def _validation_message(
     errors: Sequence[Any], field_messages: Mapping[str, str]
 ) -> tuple[str, str]:
     for error in errors:
         loc = [str(part) for part in error.get("loc", ())]
+        if error.get("type") not in _FIELD_MESSAGE_TYPES:
+            continue
         for field, message in field_messages.items():
             if field in loc:
                 return message, "validation_error"
@@ -132,6 +141,8 @@ def _validation_message(
         return "Request body is required", "validation_error"
     if kind == "extra_forbidden":
         return f"Unknown field: {'.'.join(loc)}", "validation_error"
+    if kind == "model_attributes_type" and not loc:
+        return "Request body must be a JSON object", "validation_error"
     where = ".".join(loc) or "body"
     return f"Invalid request: {where}: {first.get('msg', 'invalid value')}", "validation_error"
 
