@@ -90,3 +90,20 @@ async def test_ollama_failures_become_503_or_504(
     with pytest.raises(error) as caught:
         await llm_with(handler).generate(GenerateRequest(prompt="Hi", maxTokens=8))
     assert caught.value.error_code == code
+
+
+async def test_configured_sampling_defaults_apply_unless_the_request_sets_them() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content)["options"])
+        return chat_reply(prompt_eval_count=1, eval_count=1)
+
+    client = ollama.AsyncClient(host="http://ollama.test", transport=httpx.MockTransport(handler))
+    llm = LlmClient(client, default_model="m", default_options={"temperature": 0.0, "seed": 42})
+    await llm.generate(GenerateRequest(prompt="a", maxTokens=4))
+    await llm.generate(GenerateRequest(prompt="a", maxTokens=4, temperature=0.7, seed=1))
+    assert seen == [
+        {"temperature": 0.0, "seed": 42, "num_predict": 4},
+        {"temperature": 0.7, "seed": 1, "num_predict": 4},
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from infergate_common.settings import ServiceSettings
-from pydantic import PositiveFloat
+from pydantic import Field, PositiveFloat
 
 
 class Settings(ServiceSettings):
@@ -15,6 +15,9 @@ class Settings(ServiceSettings):
     model: str = "llama3"
     # Seconds one model call may take before the caller gets 504.
     ollama_timeout: PositiveFloat = 120.0
+    # Sampling defaults for requests that set none (unset: the model's own defaults).
+    default_temperature: float | None = Field(default=None, ge=0, le=2)
+    default_seed: int | None = None
 
 
 @lru_cache

@@ -18,13 +18,20 @@ LLM_ERRORS = (ollama.ResponseError, ConnectionError, httpx.HTTPError, pydantic.V
 
 
 class LlmClient:
-    def __init__(self, client: ollama.AsyncClient, *, default_model: str) -> None:
+    def __init__(
+        self,
+        client: ollama.AsyncClient,
+        *,
+        default_model: str,
+        default_options: dict[str, Any] | None = None,
+    ) -> None:
         self._client = client
         self._default_model = default_model
+        self._default_options = dict(default_options or {})
 
     async def generate(self, body: GenerateRequest) -> GenerateResponse:
         model = body.model or self._default_model
-        options: dict[str, Any] = {"num_predict": body.maxTokens}
+        options: dict[str, Any] = {**self._default_options, "num_predict": body.maxTokens}
         if body.temperature is not None:
             options["temperature"] = body.temperature
         if body.seed is not None:

@@ -48,7 +48,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 timeout=httpx.Timeout(settings.ollama_timeout, connect=3.0),
             )
             stack.push_async_callback(client.close)
-            yield {"llm": LlmClient(client, default_model=settings.model)}
+            defaults = {
+                name: value
+                for name, value in (
+                    ("temperature", settings.default_temperature),
+                    ("seed", settings.default_seed),
+                )
+                if value is not None
+            }
+            yield {
+                "llm": LlmClient(client, default_model=settings.model, default_options=defaults)
+            }
 
     app = create_service_app(
         settings=settings,
