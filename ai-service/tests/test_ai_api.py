@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 TOKEN = "unit-test-internal-token-0123456789"
+BODY = {"messages": [{"role": "user", "content": "x"}], "maxTokens": 5}
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
@@ -27,13 +28,19 @@ async def client(app_client: AppClient) -> AsyncIterator[httpx.AsyncClient]:
 async def test_generate_refuses_calls_without_the_internal_token(
     client: httpx.AsyncClient,
 ) -> None:
-    response = await client.post("/ai/generate", json={"prompt": "x", "maxTokens": 5})
+    response = await client.post("/ai/generate", json=BODY)
     assert response.status_code == 401
 
 
 @pytest.mark.parametrize(
     "body",
-    [{"prompt": "", "maxTokens": 5}, {"prompt": "x", "maxTokens": 0}, {"prompt": {"$ne": 1}}, {}],
+    [
+        {"messages": [], "maxTokens": 5},
+        {**BODY, "maxTokens": 0},
+        {"messages": [{"role": "root", "content": "x"}], "maxTokens": 5},
+        {"messages": {"$ne": 1}, "maxTokens": 5},
+        {},
+    ],
 )
 async def test_generate_rejects_invalid_bodies(client: httpx.AsyncClient, body: object) -> None:
     response = await client.post("/ai/generate", json=body, headers={"x-internal-token": TOKEN})
@@ -41,9 +48,7 @@ async def test_generate_rejects_invalid_bodies(client: httpx.AsyncClient, body: 
 
 
 async def test_unreachable_llm_is_503_and_not_ready(client: httpx.AsyncClient) -> None:
-    response = await client.post(
-        "/ai/generate", json={"prompt": "x", "maxTokens": 5}, headers={"x-internal-token": TOKEN}
-    )
+    response = await client.post("/ai/generate", json=BODY, headers={"x-internal-token": TOKEN})
     assert response.status_code == 503
     assert response.json()["code"] == "llm_unavailable"
     assert (await client.get("/readyz")).status_code == 503

@@ -16,6 +16,12 @@ from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnav
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
+def request(text: str, max_tokens: int, **extra: Any) -> GenerateRequest:
+    return GenerateRequest.model_validate(
+        {"messages": [{"role": "user", "content": text}], "maxTokens": max_tokens, **extra}
+    )
+
+
 def llm_with(handler: Handler) -> LlmClient:
     client = ollama.AsyncClient(host="http://ollama.test", transport=httpx.MockTransport(handler))
     return LlmClient(client, default_model="llama3")
@@ -40,7 +46,7 @@ async def test_generate_returns_text_and_ollamas_token_counts() -> None:
         seen.append(json.loads(request.content))
         return chat_reply(prompt_eval_count=11, eval_count=7)
 
-    result = await llm_with(handler).generate(GenerateRequest(prompt="Hi", maxTokens=32))
+    result = await llm_with(handler).generate(request("Hi", 32))
     assert (result.output, result.tokens, result.promptTokens, result.completionTokens) == (
         "Hello there",
         18,
@@ -53,9 +59,7 @@ async def test_generate_returns_text_and_ollamas_token_counts() -> None:
 
 
 async def test_a_missing_count_is_zero_not_an_error() -> None:
-    result = await llm_with(lambda _: chat_reply(eval_count=4)).generate(
-        GenerateRequest(prompt="Hi", maxTokens=8)
-    )
+    result = await llm_with(lambda _: chat_reply(eval_count=4)).generate(request("Hi", 8))
     assert (result.promptTokens, result.completionTokens, result.tokens) == (0, 4, 4)
 
 
@@ -88,7 +92,7 @@ async def test_ollama_failures_become_503_or_504(
     handler: Handler, error: type[AppError], code: str
 ) -> None:
     with pytest.raises(error) as caught:
-        await llm_with(handler).generate(GenerateRequest(prompt="Hi", maxTokens=8))
+        await llm_with(handler).generate(request("Hi", 8))
     assert caught.value.error_code == code
 
 
@@ -101,9 +105,55 @@ async def test_configured_sampling_defaults_apply_unless_the_request_sets_them()
 
     client = ollama.AsyncClient(host="http://ollama.test", transport=httpx.MockTransport(handler))
     llm = LlmClient(client, default_model="m", default_options={"temperature": 0.0, "seed": 42})
-    await llm.generate(GenerateRequest(prompt="a", maxTokens=4))
-    await llm.generate(GenerateRequest(prompt="a", maxTokens=4, temperature=0.7, seed=1))
+    await llm.generate(request("a", 4))
+    await llm.generate(request("a", 4, temperature=0.7, seed=1))
     assert seen == [
         {"temperature": 0.0, "seed": 42, "num_predict": 4},
         {"temperature": 0.7, "seed": 1, "num_predict": 4},
     ]
+
+
+def ndjson(*objects: dict[str, Any]) -> httpx.Response:
+    return httpx.Response(200, content=b"".join(json.dumps(o).encode() + b"\n" for o in objects))
+
+
+async def collect(llm: LlmClient) -> list[dict[str, Any]]:
+    events = await llm.stream(request("Hi", 8, stream=True))
+    return [json.loads(line) async for line in events]
+
+
+async def test_stream_relays_deltas_then_the_final_counts() -> None:
+    chunk = {"model": "llama3", "created_at": "x", "done": False}
+    reply = ndjson(
+        {**chunk, "message": {"role": "assistant", "content": "Hel"}},
+        {**chunk, "message": {"role": "assistant", "content": "lo"}},
+        {
+            **chunk,
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": 4,
+            "eval_count": 2,
+        },
+    )
+    events = await collect(llm_with(lambda _: reply))
+    assert events[:2] == [{"type": "delta", "content": "Hel"}, {"type": "delta", "content": "lo"}]
+    assert events[2]["type"] == "done"
+    assert (events[2]["promptTokens"], events[2]["completionTokens"]) == (4, 2)
+
+
+async def test_an_error_line_mid_stream_ends_with_an_error_event() -> None:
+    chunk = {"model": "llama3", "created_at": "x", "done": False}
+    reply = ndjson({**chunk, "message": {"role": "assistant", "content": "Hel"}}, {"error": "oom"})
+    events = await collect(llm_with(lambda _: reply))
+    assert events[0] == {"type": "delta", "content": "Hel"}
+    assert events[1]["type"] == "error"
+    assert events[1]["status"] == 503
+
+
+async def test_a_stream_failing_before_the_first_chunk_raises() -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(UpstreamUnavailableError):
+        await llm_with(refused).stream(request("Hi", 8, stream=True))

@@ -1,7 +1,13 @@
-"""The Ollama client wrapper: one call to /api/chat, with Ollama's failures translated once."""
+"""The Ollama client wrapper: calls to /api/chat, with Ollama's failures translated once.
+
+Streaming answers are NDJSON events for the gateway: `{"type": "delta", "content"}` per chunk,
+then `{"type": "done", ...counts}`, or `{"type": "error", ...}` if the model fails mid-stream.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -23,46 +29,114 @@ class LlmClient:
         client: ollama.AsyncClient,
         *,
         default_model: str,
-        default_options: dict[str, Any] | None = None,
+        default_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._client = client
         self._default_model = default_model
         self._default_options = dict(default_options or {})
 
-    async def generate(self, body: GenerateRequest) -> GenerateResponse:
+    def _request(self, body: GenerateRequest) -> tuple[str, dict[str, Any]]:
         model = body.model or self._default_model
         options: dict[str, Any] = {**self._default_options, "num_predict": body.maxTokens}
-        if body.temperature is not None:
-            options["temperature"] = body.temperature
-        if body.seed is not None:
-            options["seed"] = body.seed
-        _log.info("generation_started", model=model, prompt_chars=len(body.prompt))
+        for name, value in (
+            ("temperature", body.temperature),
+            ("top_p", body.topP),
+            ("seed", body.seed),
+            ("stop", body.stop),
+        ):
+            if value is not None:
+                options[name] = value
+        _log.info("generation_started", model=model, messages=len(body.messages))
+        return model, options
+
+    async def generate(self, body: GenerateRequest) -> GenerateResponse:
+        model, options = self._request(body)
         try:
             response = await self._client.chat(
                 model=model,
-                messages=[{"role": "user", "content": body.prompt}],
+                messages=[m.model_dump() for m in body.messages],
                 options=options,
                 stream=False,
             )
         except LLM_ERRORS as exc:
             raise translate_llm_error(exc, model=model) from exc
-        prompt_tokens = _count(response.prompt_eval_count, "prompt_eval_count")
-        completion_tokens = _count(response.eval_count, "eval_count")
-        _log.info(
-            "generation_finished",
-            model=model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            done_reason=response.done_reason,
+        result = _result(response, model=model, output=response.message.content or "")
+        return result
+
+    async def stream(self, body: GenerateRequest) -> AsyncIterator[bytes]:
+        """NDJSON events; the first chunk is awaited here so early failures raise normally."""
+        model, options = self._request(body)
+        try:
+            parts = await self._client.chat(
+                model=model,
+                messages=[m.model_dump() for m in body.messages],
+                options=options,
+                stream=True,
+            )
+            iterator = aiter(parts)
+            first = await anext(iterator)
+        except LLM_ERRORS as exc:
+            raise translate_llm_error(exc, model=model) from exc
+        return _events(first, iterator, model=model)
+
+
+async def _events(
+    first: ollama.ChatResponse, rest: AsyncIterator[ollama.ChatResponse], *, model: str
+) -> AsyncIterator[bytes]:
+    part: ollama.ChatResponse | None = first
+    try:
+        while part is not None:
+            if part.message.content:
+                yield _line({"type": "delta", "content": part.message.content})
+            if part.done:
+                done = _result(part, model=model, output="")
+                yield _line({"type": "done", **done.model_dump(exclude={"output"})})
+                return
+            part = await anext(rest, None)
+    except LLM_ERRORS as exc:
+        error = translate_llm_error(exc, model=model)
+        yield _line(
+            {
+                "type": "error",
+                "status": error.status_code,
+                "code": error.error_code,
+                "message": error.message,
+            }
         )
-        return GenerateResponse(
-            output=response.message.content or "",
-            tokens=prompt_tokens + completion_tokens,
-            promptTokens=prompt_tokens,
-            completionTokens=completion_tokens,
-            model=model,
-            doneReason=response.done_reason or "stop",
-        )
+        return
+    # The stream ended without a final object: report it rather than invent counts.
+    yield _line(
+        {
+            "type": "error",
+            "status": 503,
+            "code": "llm_error",
+            "message": "The LLM stream ended early",
+        }
+    )
+
+
+def _line(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+
+
+def _result(response: ollama.ChatResponse, *, model: str, output: str) -> GenerateResponse:
+    prompt_tokens = _count(response.prompt_eval_count, "prompt_eval_count")
+    completion_tokens = _count(response.eval_count, "eval_count")
+    _log.info(
+        "generation_finished",
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        done_reason=response.done_reason,
+    )
+    return GenerateResponse(
+        output=output,
+        tokens=prompt_tokens + completion_tokens,
+        promptTokens=prompt_tokens,
+        completionTokens=completion_tokens,
+        model=model,
+        doneReason=response.done_reason or "stop",
+    )
 
 
 def _count(value: int | None, field: str) -> int:

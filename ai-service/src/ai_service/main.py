@@ -56,9 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
                 if value is not None
             }
-            yield {
-                "llm": LlmClient(client, default_model=settings.model, default_options=defaults)
-            }
+            yield {"llm": LlmClient(client, default_model=settings.model, default_options=defaults)}
 
     app = create_service_app(
         settings=settings,

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, Field(max_length=1_000_000)]
 
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: Annotated[str, Field(min_length=1, max_length=1_000_000)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=500)]
     maxTokens: Annotated[int, Field(ge=1, le=32_768)]
     model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    topP: Annotated[float, Field(gt=0, le=1)] | None = None
     seed: int | None = None
+    stop: (
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=4)]
+        | None
+    ) = None
+    stream: bool = False
 
 
 class GenerateResponse(BaseModel):

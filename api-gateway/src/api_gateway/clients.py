@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
 from infergate_common.http_client import InternalServiceClient
 from infergate_common.validation import Plan
 
-from api_gateway.schemas import Generation, MonthlyUsage, Reservation, VerifiedUser
+from api_gateway.schemas import Generation, ModelCall, MonthlyUsage, Reservation, VerifiedUser
 
 
 class AuthClient(InternalServiceClient):
@@ -54,10 +58,10 @@ class AiClient(InternalServiceClient):
     service = "ai-service"
     timeout_message = "AI service timeout"
 
-    async def generate(self, *, prompt: str, max_tokens: int, model: str) -> Generation:
-        body = await self.call(
-            "POST",
-            "/ai/generate",
-            json={"prompt": prompt, "maxTokens": max_tokens, "model": model},
-        )
+    async def generate(self, spec: ModelCall) -> Generation:
+        body = await self.call("POST", "/ai/generate", json=spec.payload(stream=False))
         return Generation.model_validate(body)
+
+    def stream(self, spec: ModelCall) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+        """The model's NDJSON events: delta, then done or error."""
+        return self.stream_lines("/ai/generate", json=spec.payload(stream=True))

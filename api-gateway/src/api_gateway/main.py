@@ -15,6 +15,7 @@ from infergate_common.http_client import build_internal_client
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings, get_settings
 from api_gateway.rate_limit import SlidingWindowLimiter
+from api_gateway.rate_limit_headers import RateLimitHeadersMiddleware
 from api_gateway.routes.health import router as health_router
 from api_gateway.routes.public import router as public_router
 
@@ -64,6 +65,7 @@ def create_app(
         description="Self-hosted AI API gateway: API keys, rate limits, token quotas, LLM calls.",
         field_messages=FIELD_MESSAGES,
     )
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.include_router(health_router)
     app.include_router(public_router)
     return app

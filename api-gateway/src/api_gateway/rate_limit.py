@@ -18,8 +18,8 @@ from redis.exceptions import RedisError
 
 _log = structlog.get_logger("rate_limit")
 
-# KEYS[1] = the window's sorted set; ARGV = window_ms, limit, unique member.
-# Returns {allowed (0/1), remaining, ms until the oldest entry leaves the window}.
+# KEYS[1] = the window's sorted set; ARGV = window_ms, limit, unique member, record (1) or
+# only look (0). Returns {allowed (0/1), remaining, ms until the oldest entry leaves the window}.
 _SLIDING_WINDOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -29,10 +29,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
 local allowed = 0
 if count < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  count = count + 1
   allowed = 1
+  if ARGV[4] == '1' then
+    redis.call('ZADD', KEYS[1], now, ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], window)
+    count = count + 1
+  end
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local reset = window
@@ -47,6 +49,7 @@ class Decision:
     limit: int
     remaining: int
     reset_ms: int
+    window_s: int = 0
     degraded: bool = False
 
     @property
@@ -62,9 +65,16 @@ class SlidingWindowLimiter:
 
     async def hit(self, key: str, *, limit: int, window_s: int) -> Decision:
         """Count one request against `key`; refuse it when the window is full."""
+        return await self._run(key, limit=limit, window_s=window_s, record=True)
+
+    async def peek(self, key: str, *, limit: int, window_s: int) -> Decision:
+        """The window's state without counting a request (for the headers of other calls)."""
+        return await self._run(key, limit=limit, window_s=window_s, record=False)
+
+    async def _run(self, key: str, *, limit: int, window_s: int, record: bool) -> Decision:
         try:
             allowed, remaining, reset_ms = await self._script(
-                keys=[key], args=[window_s * 1000, limit, uuid.uuid4().hex]
+                keys=[key], args=[window_s * 1000, limit, uuid.uuid4().hex, int(record)]
             )
         except RedisError as exc:
             self.failures += 1
@@ -74,5 +84,5 @@ class SlidingWindowLimiter:
                     "Rate limiter unavailable", code="rate_limiter_unavailable"
                 ) from exc
             _log.warning("rate_limiter_unavailable", mode="open", error_type=type(exc).__name__)
-            return Decision(True, limit, limit, window_s * 1000, degraded=True)
-        return Decision(bool(allowed), limit, int(remaining), int(reset_ms))
+            return Decision(True, limit, limit, window_s * 1000, window_s, degraded=True)
+        return Decision(bool(allowed), limit, int(remaining), int(reset_ms), window_s)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from infergate_common.validation import Email, Plan
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -37,6 +37,9 @@ class ChatRequest(StrictBody):
         Field(min_length=1, description="The user's message to the model."),
         AfterValidator(_not_blank),
     ]
+    stream: bool = Field(
+        default=False, description="Answer as Server-Sent Events, one per chunk of text."
+    )
 
 
 class ChatResponse(BaseModel):
@@ -90,3 +93,35 @@ class MonthlyUsage(BaseModel):
     reservedTokens: int
     monthlyTokenLimit: int
     remainingTokens: int
+
+
+class ModelCall(BaseModel):
+    """What the gateway asks the ai-service for: a conversation and its sampling settings."""
+
+    messages: list[dict[str, str]]
+    max_tokens: int
+    model: str
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+
+    def payload(self, *, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "messages": self.messages,
+            "maxTokens": self.max_tokens,
+            "model": self.model,
+            "stream": stream,
+        }
+        for name, value in (
+            ("temperature", self.temperature),
+            ("topP", self.top_p),
+            ("seed", self.seed),
+            ("stop", self.stop),
+        ):
+            if value is not None:
+                body[name] = value
+        return body
+
+    def prompt_bytes(self) -> int:
+        return sum(len(m["content"].encode("utf-8")) for m in self.messages)

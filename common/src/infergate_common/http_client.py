@@ -7,6 +7,9 @@ matching local error.
 
 from __future__ import annotations
 
+import json as jsonlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -87,6 +90,22 @@ class InternalServiceClient:
         except ValueError as exc:
             raise UpstreamUnavailableError(f"{self.service} sent an invalid response") from exc
 
+    @asynccontextmanager
+    async def stream_lines(self, path: str, *, json: Any) -> AsyncIterator[AsyncIterator[Any]]:
+        """POST and yield the decoded NDJSON lines of the answer; errors before it are raised."""
+        try:
+            async with self._http.stream("POST", path, json=json) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self.translate_error(response)
+                yield _decoded_lines(response)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(
+                self.timeout_message or f"{self.service} timed out"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailableError(f"{self.service} unavailable") from exc
+
     def translate_error(self, response: httpx.Response) -> AppError:
         status = response.status_code
         try:
@@ -105,3 +124,9 @@ class InternalServiceClient:
                 message or f"{self.service} unavailable", code=code or "upstream_unavailable"
             )
         return error_for_status(status, message or f"{self.service} error", code)
+
+
+async def _decoded_lines(response: httpx.Response) -> AsyncIterator[Any]:
+    async for line in response.aiter_lines():
+        if line:
+            yield jsonlib.loads(line)

@@ -23,6 +23,7 @@ class RequestStatus(StrEnum):
     TIMEOUT = "TIMEOUT"
     UPSTREAM_ERROR = "UPSTREAM_ERROR"
     EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
 
 
 class StrictBody(BaseModel):

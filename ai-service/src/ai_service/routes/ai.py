@@ -1,8 +1,9 @@
-"""Internal AI route: one model call."""
+"""Internal AI route: one model call, answered whole or as NDJSON events."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 
 from ai_service.deps import LlmDep
 from ai_service.schemas import GenerateRequest, GenerateResponse
@@ -11,6 +12,8 @@ router = APIRouter(prefix="/ai", tags=["ai"])
 
 
 @router.post("/generate", response_model=GenerateResponse)
-async def generate(body: GenerateRequest, llm: LlmDep) -> GenerateResponse:
-    """Run the prompt through the model with the given output cap and return text and counts."""
+async def generate(body: GenerateRequest, llm: LlmDep) -> GenerateResponse | StreamingResponse:
+    """Run the conversation through the model with the given output cap."""
+    if body.stream:
+        return StreamingResponse(await llm.stream(body), media_type="application/x-ndjson")
     return await llm.generate(body)

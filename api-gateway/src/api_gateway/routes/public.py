@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, status
-from infergate_common.errors import BadRequestError, RateLimitedError
+from fastapi import APIRouter, Request, status
+from fastapi.responses import StreamingResponse
+from infergate_common.errors import RateLimitedError
 
-from api_gateway.chat import ChatTurn, check_rate_limit
+from api_gateway.admission import admit, count_request, record_usage, show_window
+from api_gateway.chat import ChatTurn
 from api_gateway.deps import (
     AiClientDep,
     AuthClientDep,
@@ -28,6 +30,7 @@ from api_gateway.schemas import (
     RegisterResponse,
     UsageSummary,
 )
+from api_gateway.sse import event_stream, first_event, infergate_events
 
 router = APIRouter(tags=["public"])
 
@@ -68,9 +71,13 @@ async def register(
 @router.post(
     "/v1/chat",
     response_model=ChatResponse,
-    responses=_errors(400, 401, 403, 429, 503, 504),
+    responses={
+        **_errors(400, 401, 403, 429, 503, 504),
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streaming"},
+    },
 )
 async def chat(
+    request: Request,
     body: ChatRequest,
     user: CurrentUser,
     settings: SettingsDep,
@@ -78,26 +85,34 @@ async def chat(
     usage: UsageClientDep,
     ai: AiClientDep,
     request_id: RequestIdDep,
-) -> ChatResponse:
-    """Send a prompt to the model. The quota is reserved before the model runs (403 if short)."""
+) -> ChatResponse | StreamingResponse:
+    """Send a prompt to the model. Tokens are reserved before it runs (403 if the month is short).
+
+    With `"stream": true` the answer is Server-Sent Events: `{"type":"delta","output":...}` per
+    chunk, then `{"type":"done","tokensUsed":...}` (or an `error` event)."""
     turn = ChatTurn(settings, usage, ai, user, request_id, time.perf_counter())
-    if len(body.prompt) > settings.max_prompt_chars:
-        raise BadRequestError(
-            f"Prompt is too long (at most {settings.max_prompt_chars} characters)",
-            code="prompt_too_long",
-        )
-    try:
-        await check_rate_limit(limiter, settings, user)
-    except RateLimitedError:
-        await turn.log_rate_limited()
-        raise
-    return await turn.run(body.prompt)
+    call = turn.model_call([{"role": "user", "content": body.prompt}])
+    reservation = await admit(request, turn=turn, call=call, limiter=limiter, usage=usage)
+    if body.stream:
+        events = await first_event(turn.stream(call, reservation))
+        return event_stream(infergate_events(events))
+    finished = await turn.complete(call, reservation)
+    record_usage(request, finished.usage)
+    return ChatResponse(output=finished.generation.output, tokensUsed=finished.charged)
 
 
 @router.get("/v1/usage", response_model=UsageSummary, responses=_errors(401, 503, 504))
-async def usage(user: CurrentUser, usage: UsageClientDep) -> UsageSummary:
+async def usage(
+    request: Request,
+    user: CurrentUser,
+    usage: UsageClientDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> UsageSummary:
     """This calendar month's (UTC) token usage and quota."""
     monthly = await usage.monthly(user)
+    record_usage(request, monthly)
+    await show_window(request, limiter, settings, user)
     limit = monthly.monthlyTokenLimit
     return UsageSummary(
         usedTokens=monthly.usedTokens,
@@ -109,8 +124,8 @@ async def usage(user: CurrentUser, usage: UsageClientDep) -> UsageSummary:
 
 @router.get("/test", response_model=AccessGranted, responses=_errors(401, 429, 503))
 async def access_test(
-    user: CurrentUser, limiter: LimiterDep, settings: SettingsDep
+    request: Request, user: CurrentUser, limiter: LimiterDep, settings: SettingsDep
 ) -> AccessGranted:
     """Check an API key (shares the chat rate limit)."""
-    await check_rate_limit(limiter, settings, user)
+    await count_request(request, limiter, settings, user)
     return AccessGranted(user=user)

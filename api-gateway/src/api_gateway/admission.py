@@ -1,0 +1,87 @@
+"""Letting a chat in: the user's rate limit, then the token reservation; headers recorded."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import Request
+from infergate_common.errors import AppError, BadRequestError, ForbiddenError, RateLimitedError
+
+from api_gateway.chat import ChatTurn
+from api_gateway.clients import UsageClient
+from api_gateway.config import Settings
+from api_gateway.rate_limit import Decision, SlidingWindowLimiter
+from api_gateway.rate_limit_headers import TokenBudget, record_requests, record_tokens
+from api_gateway.schemas import ModelCall, MonthlyUsage, Reservation, VerifiedUser
+
+_log = structlog.get_logger("admission")
+
+
+def user_window(user: VerifiedUser, settings: Settings) -> tuple[str, int, int]:
+    return f"rate_limit:{user.userId}", settings.rate_limit(user.plan), settings.rate_limit_window
+
+
+async def count_request(
+    request: Request, limiter: SlidingWindowLimiter, settings: Settings, user: VerifiedUser
+) -> Decision:
+    """Count the request in the user's window; 429 with Retry-After when it is full."""
+    key, limit, window = user_window(user, settings)
+    decision = await limiter.hit(key, limit=limit, window_s=window)
+    record_requests(request.scope, decision)
+    if not decision.allowed:
+        raise RateLimitedError(headers={"Retry-After": str(decision.retry_after_seconds)})
+    return decision
+
+
+async def show_window(
+    request: Request, limiter: SlidingWindowLimiter, settings: Settings, user: VerifiedUser
+) -> None:
+    """Record the window's state for the headers without counting this request."""
+    key, limit, window = user_window(user, settings)
+    record_requests(request.scope, await limiter.peek(key, limit=limit, window_s=window))
+
+
+def record_usage(request: Request, usage: MonthlyUsage | None) -> None:
+    if usage is not None:
+        remaining = usage.monthlyTokenLimit - usage.usedTokens - usage.reservedTokens
+        record_tokens(request.scope, TokenBudget(usage.monthlyTokenLimit, remaining))
+
+
+async def _record_current_usage(request: Request, usage: UsageClient, user: VerifiedUser) -> None:
+    try:
+        record_usage(request, await usage.monthly(user))
+    except AppError as exc:  # the refusal stands; only its token headers are missing
+        _log.warning("usage_headers_unavailable", code=exc.error_code)
+
+
+def check_prompt_length(call: ModelCall, settings: Settings) -> None:
+    if sum(len(m["content"]) for m in call.messages) > settings.max_prompt_chars:
+        raise BadRequestError(
+            f"Prompt is too long (at most {settings.max_prompt_chars} characters)",
+            code="prompt_too_long",
+        )
+
+
+async def admit(
+    request: Request,
+    *,
+    turn: ChatTurn,
+    call: ModelCall,
+    limiter: SlidingWindowLimiter,
+    usage: UsageClient,
+) -> Reservation:
+    """Rate limit, then reserve; both refusals are logged as attempts and carry their headers."""
+    check_prompt_length(call, turn.settings)
+    try:
+        await count_request(request, limiter, turn.settings, turn.user)
+    except RateLimitedError:
+        await turn.log_rate_limited(call.model)
+        raise
+    try:
+        reservation = await turn.reserve(call)
+    except ForbiddenError:
+        await _record_current_usage(request, usage, turn.user)
+        raise
+    record_tokens(
+        request.scope, TokenBudget(reservation.monthlyTokenLimit, reservation.remainingTokens)
+    )
+    return reservation
