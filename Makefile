@@ -55,9 +55,15 @@ typecheck: uv
 	$(UV_RUN) mypy $(SOURCE_DIRS) conftest.py
 	@for dir in $(TEST_DIRS); do echo "mypy $$dir"; $(UV_RUN) mypy $$dir; done
 
+# The embedded model's runtime is built before pytest (minutes, once per machine) so no test
+# waits on it.
 test: install lint typecheck
+	$(DEVSTACK) install --llm
 	$(UV_RUN) pytest $(TEST_DIRS)
 
+# About 7 minutes. Options through BENCH_ARGS, e.g. BENCH_ARGS="--users 20000 --label users-20000",
+# or BENCH_ARGS="soak --minutes 5" (see `uv run python -m bench --help`).
 bench: install
-	@if [ -f bench/__main__.py ]; then $(UV_RUN) python -m bench; \
-	else echo "no benchmarks yet (bench/__main__.py)"; fi
+	@command -v wrk >/dev/null || { sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq wrk; }
+	$(UV_RUN) python -m bench $(BENCH_ARGS)
