@@ -157,3 +157,16 @@ async def test_a_stream_failing_before_the_first_chunk_raises() -> None:
 
     with pytest.raises(UpstreamUnavailableError):
         await llm_with(refused).stream(request("Hi", 8, stream=True))
+
+
+async def test_models_lists_the_servers_models_without_the_latest_tag() -> None:
+    tags = {
+        "models": [
+            {"model": "llama3:latest", "name": "llama3:latest"},
+            {"model": "qwen2:7b", "name": "qwen2:7b"},
+        ]
+    }
+    assert await llm_with(lambda _: httpx.Response(200, json=tags)).models() == [
+        "llama3",
+        "qwen2:7b",
+    ]

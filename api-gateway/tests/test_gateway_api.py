@@ -230,9 +230,28 @@ async def test_malformed_bodies_are_400_json(
 
 
 async def test_unknown_fields_are_400(gateway: httpx.AsyncClient) -> None:
-    response = await gateway.post("/v1/chat", json={"prompt": "x", "model": "gpt"}, headers=KEY)
+    response = await gateway.post("/v1/chat", json={"prompt": "x", "temp": 1}, headers=KEY)
     assert response.status_code == 400
-    assert "model" in response.json()["message"]
+    assert "temp" in response.json()["message"]
+
+
+async def test_a_model_outside_the_allow_list_is_404_before_anything_is_reserved(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    response = await gateway.post("/v1/chat", json={"prompt": "x", "model": "gpt-4"}, headers=KEY)
+    assert response.status_code == 404
+    assert response.json()["code"] == "model_not_found"
+    assert downstream.paths("usage") == []
+
+
+async def test_the_default_model_may_be_named_with_or_without_its_tag(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    response = await gateway.post(
+        "/v1/chat", json={"prompt": "x", "model": "llama3:latest"}, headers=KEY
+    )
+    assert response.status_code == 200
+    assert downstream.bodies("ai", "/ai/generate")[0]["model"] == "llama3"
 
 
 async def test_usage_reports_the_month_in_the_original_shape(gateway: httpx.AsyncClient) -> None:

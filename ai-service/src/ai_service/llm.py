@@ -63,6 +63,15 @@ class LlmClient:
         result = _result(response, model=model, output=response.message.content or "")
         return result
 
+    async def models(self) -> list[str]:
+        """The models the LLM server has, as `name` (`:latest` dropped) or `name:tag`."""
+        try:
+            listing = await self._client.list()
+        except LLM_ERRORS as exc:
+            raise translate_llm_error(exc, model="*") from exc
+        names = {m.model.removesuffix(":latest") for m in listing.models if m.model}
+        return sorted(names)
+
     async def stream(self, body: GenerateRequest) -> AsyncIterator[bytes]:
         """NDJSON events; the first chunk is awaited here so early failures raise normally."""
         model, options = self._request(body)

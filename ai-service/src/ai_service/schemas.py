@@ -37,3 +37,7 @@ class GenerateResponse(BaseModel):
     completionTokens: int
     model: str
     doneReason: str
+
+
+class ModelList(BaseModel):
+    models: list[str]

@@ -62,12 +62,21 @@ class ChatTurn:
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 2)
 
-    def model_call(self, messages: list[dict[str, str]], **sampling: object) -> ModelCall:
+    def model_call(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        model: str,
+        max_tokens: int | None = None,
+        **sampling: object,
+    ) -> ModelCall:
+        """The call to make; the output is capped at MAX_OUTPUT_TOKENS whatever is asked."""
+        cap = self.settings.max_output_tokens
         return ModelCall.model_validate(
             {
                 "messages": messages,
-                "max_tokens": self.settings.max_output_tokens,
-                "model": self.settings.model,
+                "max_tokens": min(max_tokens or cap, cap),
+                "model": model,
                 **{k: v for k, v in sampling.items() if v is not None},
             }
         )

@@ -62,6 +62,10 @@ class AiClient(InternalServiceClient):
         body = await self.call("POST", "/ai/generate", json=spec.payload(stream=False))
         return Generation.model_validate(body)
 
+    async def models(self) -> list[str]:
+        body = await self.call("GET", "/ai/models")
+        return [str(name) for name in body["models"]]
+
     def stream(self, spec: ModelCall) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
         """The model's NDJSON events: delta, then done or error."""
         return self.stream_lines("/ai/generate", json=spec.payload(stream=True))

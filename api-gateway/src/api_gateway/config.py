@@ -30,10 +30,16 @@ class Settings(ServiceSettings):
     registration_rate_limit: PositiveInt = 5
     registration_rate_window: PositiveInt = 3600
     model: str = "llama3"
+    # Comma-separated models a request may choose (empty: only MODEL).
+    models: str = ""
     max_output_tokens: PositiveInt = 512
     max_prompt_chars: PositiveInt = 32_000
     # Chat-template tokens added around a prompt; part of the worst-case reservation.
     prompt_token_overhead: PositiveInt = 64
+
+    @property
+    def allowed_models(self) -> list[str]:
+        return [m.strip() for m in self.models.split(",") if m.strip()] or [self.model]
 
     def rate_limit(self, plan: Plan) -> int:
         return self.pro_rate_limit if plan is Plan.PRO else self.free_rate_limit

@@ -6,16 +6,18 @@ from typing import Annotated, cast
 
 import structlog
 from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from infergate_common.errors import UnauthorizedError
 
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings
+from api_gateway.models import ModelCatalog
 from api_gateway.rate_limit import SlidingWindowLimiter
 from api_gateway.schemas import VerifiedUser
 
 _log = structlog.get_logger("auth")
 _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="Your API key")
+_bearer = HTTPBearer(auto_error=False, description="Your API key, as OpenAI SDKs send it")
 
 
 def get_settings(request: Request) -> Settings:
@@ -38,6 +40,10 @@ def get_limiter(request: Request) -> SlidingWindowLimiter:
     return cast(SlidingWindowLimiter, request.state.limiter)
 
 
+def get_catalog(request: Request) -> ModelCatalog:
+    return cast(ModelCatalog, request.state.catalog)
+
+
 def get_request_id(request: Request) -> str:
     return cast(str, request.scope["state"]["request_id"])
 
@@ -48,12 +54,17 @@ UsageClientDep = Annotated[UsageClient, Depends(get_usage_client)]
 AiClientDep = Annotated[AiClient, Depends(get_ai_client)]
 LimiterDep = Annotated[SlidingWindowLimiter, Depends(get_limiter)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 
 
 async def authenticate(
-    auth: AuthClientDep, api_key: Annotated[str | None, Security(_api_key_header)] = None
+    auth: AuthClientDep,
+    api_key: Annotated[str | None, Security(_api_key_header)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> VerifiedUser:
-    """The caller's user, from the x-api-key header (401 when missing or unknown)."""
+    """The caller's user, from `x-api-key` or `Authorization: Bearer` (401 when missing or
+    unknown)."""
+    api_key = api_key or (bearer.credentials if bearer else None)
     if not api_key:
         raise UnauthorizedError("API key missing", code="api_key_missing")
     user = await auth.verify(api_key)

@@ -14,9 +14,12 @@ from infergate_common.http_client import build_internal_client
 
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings, get_settings
+from api_gateway.models import ModelCatalog
+from api_gateway.openai_errors import render_gateway_error
 from api_gateway.rate_limit import SlidingWindowLimiter
 from api_gateway.rate_limit_headers import RateLimitHeadersMiddleware
 from api_gateway.routes.health import router as health_router
+from api_gateway.routes.openai import router as openai_router
 from api_gateway.routes.public import router as public_router
 
 FIELD_MESSAGES = {"prompt": "Prompt is required", "email": "A valid email is required"}
@@ -53,6 +56,7 @@ def create_app(
             )
             stack.push_async_callback(redis_client.aclose)
             state["redis"] = redis_client
+            state["catalog"] = ModelCatalog(settings.allowed_models, default=settings.model)
             state["limiter"] = SlidingWindowLimiter(
                 redis_client, fail_open=settings.rate_limit_failure_mode == "open"
             )
@@ -64,8 +68,10 @@ def create_app(
         title="InferGate",
         description="Self-hosted AI API gateway: API keys, rate limits, token quotas, LLM calls.",
         field_messages=FIELD_MESSAGES,
+        render_error=render_gateway_error,
     )
     app.add_middleware(RateLimitHeadersMiddleware)
     app.include_router(health_router)
     app.include_router(public_router)
+    app.include_router(openai_router)
     return app

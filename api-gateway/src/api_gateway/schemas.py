@@ -40,6 +40,9 @@ class ChatRequest(StrictBody):
     stream: bool = Field(
         default=False, description="Answer as Server-Sent Events, one per chunk of text."
     )
+    model: str | None = Field(
+        default=None, max_length=200, description="One of the allowed models (default MODEL)."
+    )
 
 
 class ChatResponse(BaseModel):

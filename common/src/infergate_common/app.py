@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 from starlette.types import Lifespan
 
-from infergate_common.errors import install_error_handlers
+from infergate_common.errors import ErrorRenderer, install_error_handlers, render_infergate_error
 from infergate_common.logs import configure_logging
 from infergate_common.request_context import RequestContextMiddleware
 from infergate_common.settings import ServiceSettings
@@ -57,6 +57,7 @@ def create_service_app(
     title: str,
     description: str = "",
     field_messages: Mapping[str, str] | None = None,
+    render_error: ErrorRenderer = render_infergate_error,
     public_docs: bool = True,
 ) -> FastAPI:
     """A FastAPI app with InferGate's middleware, error handlers and health routes."""
@@ -72,7 +73,7 @@ def create_service_app(
         redoc_url=None,
     )
     app.state.settings = settings
-    install_error_handlers(app, field_messages=field_messages)
+    install_error_handlers(app, field_messages=field_messages, render=render_error)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(_health_router(settings.service_name))
     return app

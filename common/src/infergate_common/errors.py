@@ -6,7 +6,8 @@ unknown routes 404, and anything unexpected a logged 500 without internals.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import structlog
@@ -147,36 +148,60 @@ def _validation_message(
     return f"Invalid request: {where}: {first.get('msg', 'invalid value')}", "validation_error"
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    """One error about to be answered; a renderer turns it into the route family's shape."""
+
+    status: int
+    message: str
+    code: str
+    headers: Mapping[str, str]
+
+
+ErrorRenderer = Callable[[Request, ErrorResponse], JSONResponse]
+
+
+def render_infergate_error(_: Request, error: ErrorResponse) -> JSONResponse:
+    """InferGate's shape: `{"message", "code", "requestId"}`."""
+    return JSONResponse(
+        error_body(error.message, error.code), error.status, headers=dict(error.headers)
+    )
+
+
 def install_error_handlers(
-    app: FastAPI, *, field_messages: Mapping[str, str] | None = None
+    app: FastAPI,
+    *,
+    field_messages: Mapping[str, str] | None = None,
+    render: ErrorRenderer = render_infergate_error,
 ) -> None:
-    """Register the handlers that give every error the one JSON shape.
+    """Register the handlers that turn every error into one JSON body.
 
     `field_messages` maps a body field name to the message shown when it fails validation
-    (the original's texts, such as "Prompt is required").
+    (the original's texts, such as "Prompt is required"). `render` chooses the body's shape
+    (a gateway may answer some routes in OpenAI's shape).
     """
     messages = dict(field_messages or {})
 
-    async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
-        return JSONResponse(
-            error_body(exc.message, exc.error_code), exc.status_code, headers=exc.headers
+        return render(
+            request, ErrorResponse(exc.status_code, exc.message, exc.error_code, exc.headers)
         )
 
-    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         message, code = _validation_message(exc.errors(), messages)
-        return JSONResponse(error_body(message, code), 400)
+        return render(request, ErrorResponse(400, message, code, {}))
 
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = "Not found" if exc.status_code == 404 else str(exc.detail)
-        return JSONResponse(error_body(message, code), exc.status_code, headers=exc.headers)
+        return render(request, ErrorResponse(exc.status_code, message, code, exc.headers or {}))
 
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         _log.exception("unhandled_error", error_type=type(exc).__name__)
-        return JSONResponse(error_body("Internal server error", "internal_error"), 500)
+        return render(request, ErrorResponse(500, "Internal server error", "internal_error", {}))
 
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

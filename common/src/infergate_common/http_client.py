@@ -100,9 +100,7 @@ class InternalServiceClient:
                     raise self.translate_error(response)
                 yield _decoded_lines(response)
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(
-                self.timeout_message or f"{self.service} timed out"
-            ) from exc
+            raise UpstreamTimeoutError(self.timeout_message or f"{self.service} timed out") from exc
         except httpx.TransportError as exc:
             raise UpstreamUnavailableError(f"{self.service} unavailable") from exc
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from ai_service.deps import LlmDep
-from ai_service.schemas import GenerateRequest, GenerateResponse
+from ai_service.schemas import GenerateRequest, GenerateResponse, ModelList
 
 router = APIRouter(prefix="/ai", tags=["ai"])
 
@@ -17,3 +17,9 @@ async def generate(body: GenerateRequest, llm: LlmDep) -> GenerateResponse | Str
     if body.stream:
         return StreamingResponse(await llm.stream(body), media_type="application/x-ndjson")
     return await llm.generate(body)
+
+
+@router.get("/models", response_model=ModelList)
+async def models(llm: LlmDep) -> ModelList:
+    """The models the LLM server has."""
+    return ModelList(models=await llm.models())

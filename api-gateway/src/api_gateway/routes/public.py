@@ -14,6 +14,7 @@ from api_gateway.chat import ChatTurn
 from api_gateway.deps import (
     AiClientDep,
     AuthClientDep,
+    CatalogDep,
     ClientAddressDep,
     CurrentUser,
     LimiterDep,
@@ -84,6 +85,7 @@ async def chat(
     limiter: LimiterDep,
     usage: UsageClientDep,
     ai: AiClientDep,
+    catalog: CatalogDep,
     request_id: RequestIdDep,
 ) -> ChatResponse | StreamingResponse:
     """Send a prompt to the model. Tokens are reserved before it runs (403 if the month is short).
@@ -91,7 +93,9 @@ async def chat(
     With `"stream": true` the answer is Server-Sent Events: `{"type":"delta","output":...}` per
     chunk, then `{"type":"done","tokensUsed":...}` (or an `error` event)."""
     turn = ChatTurn(settings, usage, ai, user, request_id, time.perf_counter())
-    call = turn.model_call([{"role": "user", "content": body.prompt}])
+    call = turn.model_call(
+        [{"role": "user", "content": body.prompt}], model=catalog.resolve(body.model)
+    )
     reservation = await admit(request, turn=turn, call=call, limiter=limiter, usage=usage)
     if body.stream:
         events = await first_event(turn.stream(call, reservation))

@@ -1,0 +1,80 @@
+"""OpenAI-compatible routes, so existing SDKs work unchanged (metered and limited like /v1/chat)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from api_gateway.admission import admit, record_usage, show_window
+from api_gateway.chat import ChatTurn
+from api_gateway.deps import (
+    AiClientDep,
+    CatalogDep,
+    CurrentUser,
+    LimiterDep,
+    RequestIdDep,
+    SettingsDep,
+    UsageClientDep,
+)
+from api_gateway.openai_format import CompletionIds, completion, completion_chunks
+from api_gateway.openai_schemas import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ModelCard,
+    ModelListing,
+)
+from api_gateway.sse import event_stream, first_event
+
+router = APIRouter(tags=["openai"])
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion)
+async def chat_completions(
+    request: Request,
+    body: ChatCompletionRequest,
+    user: CurrentUser,
+    settings: SettingsDep,
+    limiter: LimiterDep,
+    usage: UsageClientDep,
+    ai: AiClientDep,
+    catalog: CatalogDep,
+    request_id: RequestIdDep,
+) -> ChatCompletion | StreamingResponse:
+    """OpenAI chat completions (streaming with `stream: true`, usage with `stream_options`)."""
+    model = catalog.resolve(body.model)
+    turn = ChatTurn(settings, usage, ai, user, request_id, time.perf_counter())
+    call = turn.model_call(
+        body.conversation(),
+        model=model,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=body.stop_list(),
+    )
+    reservation = await admit(request, turn=turn, call=call, limiter=limiter, usage=usage)
+    ids = CompletionIds(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model)
+    if body.stream:
+        events = await first_event(turn.stream(call, reservation))
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return event_stream(completion_chunks(ids, events, include_usage=include_usage))
+    finished = await turn.complete(call, reservation)
+    record_usage(request, finished.usage)
+    return completion(ids, finished)
+
+
+@router.get("/v1/models", response_model=ModelListing)
+async def list_models(
+    request: Request,
+    user: CurrentUser,
+    ai: AiClientDep,
+    catalog: CatalogDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> ModelListing:
+    """The models you may use: the allowed ones the LLM server has."""
+    await show_window(request, limiter, settings, user)
+    return ModelListing(data=[ModelCard(id=m, created=0) for m in await catalog.available(ai)])
