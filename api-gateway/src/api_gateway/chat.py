@@ -15,6 +15,7 @@ import anyio
 import structlog
 from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnavailableError
 
+from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, UsageClient
 from api_gateway.config import Settings
 from api_gateway.schemas import Generation, ModelCall, MonthlyUsage, Reservation, VerifiedUser
@@ -58,6 +59,7 @@ class ChatTurn:
     user: VerifiedUser
     request_id: str
     started: float
+    breaker: CircuitBreaker
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 2)
@@ -96,22 +98,43 @@ class ChatTurn:
             _log.warning("attempt_log_failed", code=exc.error_code)
 
     async def reserve(self, call: ModelCall) -> Reservation:
-        """Hold the worst case before the model runs (403 when the month cannot cover it)."""
-        return await self.usage.reserve(
-            request_id=self.request_id,
-            user=self.user,
-            tokens=worst_case_tokens(call, overhead=self.settings.prompt_token_overhead),
-            model=call.model,
-        )
+        """Hold the worst case before the model runs (403 when the month cannot cover it).
+
+        An open circuit refuses first (503), so nothing is reserved for a failing model."""
+        self.breaker.before_call()
+        try:
+            return await self.usage.reserve(
+                request_id=self.request_id,
+                user=self.user,
+                tokens=worst_case_tokens(call, overhead=self.settings.prompt_token_overhead),
+                model=call.model,
+            )
+        except BaseException:
+            self.breaker.record_abandoned()
+            raise
 
     async def complete(self, call: ModelCall, reservation: Reservation) -> Finished:
         try:
             generation = await self.ai.generate(call)
         except AppError as exc:
+            self._judge(exc)
             await self._release(call, reservation, exc)
             raise
+        except BaseException:
+            self.breaker.record_abandoned()
+            raise
+        self.breaker.record_success()
         charged, usage = await self._settle(reservation, generation, "SUCCESS")
         return Finished(generation, charged, usage)
+
+    def _judge(self, error: AppError | None) -> None:
+        """Tell the breaker how the model call ended (4xx and cancellations do not count)."""
+        if error is None:
+            self.breaker.record_success()
+        elif error.status_code >= 500:
+            self.breaker.record_failure()
+        else:
+            self.breaker.record_abandoned()
 
     async def stream(
         self, call: ModelCall, reservation: Reservation
@@ -136,6 +159,12 @@ class ChatTurn:
         except AppError as exc:
             outcome = Failed(exc)
         finally:
+            if isinstance(outcome, Failed):
+                self._judge(outcome.error)
+            elif isinstance(outcome, Finished):
+                self._judge(None)
+            else:
+                self.breaker.record_abandoned()
             if outcome is None or isinstance(outcome, Failed):
                 # Failed, cut off, or the client went away: charge what was generated.
                 with anyio.CancelScope(shield=True):

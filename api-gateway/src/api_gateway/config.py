@@ -34,6 +34,9 @@ class Settings(ServiceSettings):
     models: str = ""
     max_output_tokens: PositiveInt = 512
     max_prompt_chars: PositiveInt = 32_000
+    # The LLM path's circuit breaker: opens after this many consecutive failures.
+    circuit_failure_threshold: PositiveInt = 5
+    circuit_cooldown_seconds: PositiveFloat = 30.0
     # Chat-template tokens added around a prompt; part of the worst-case reservation.
     prompt_token_overhead: PositiveInt = 64
 

@@ -9,6 +9,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from infergate_common.errors import UnauthorizedError
 
+from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings
 from api_gateway.models import ModelCatalog
@@ -40,6 +41,10 @@ def get_limiter(request: Request) -> SlidingWindowLimiter:
     return cast(SlidingWindowLimiter, request.state.limiter)
 
 
+def get_breaker(request: Request) -> CircuitBreaker:
+    return cast(CircuitBreaker, request.state.breaker)
+
+
 def get_catalog(request: Request) -> ModelCatalog:
     return cast(ModelCatalog, request.state.catalog)
 
@@ -55,6 +60,7 @@ AiClientDep = Annotated[AiClient, Depends(get_ai_client)]
 LimiterDep = Annotated[SlidingWindowLimiter, Depends(get_limiter)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+BreakerDep = Annotated[CircuitBreaker, Depends(get_breaker)]
 
 
 async def authenticate(

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from infergate_common.app import create_service_app
 from infergate_common.http_client import build_internal_client
 
+from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings, get_settings
 from api_gateway.models import ModelCatalog
@@ -56,6 +57,10 @@ def create_app(
             )
             stack.push_async_callback(redis_client.aclose)
             state["redis"] = redis_client
+            state["breaker"] = CircuitBreaker(
+                threshold=settings.circuit_failure_threshold,
+                cooldown_s=settings.circuit_cooldown_seconds,
+            )
             state["catalog"] = ModelCatalog(settings.allowed_models, default=settings.model)
             state["limiter"] = SlidingWindowLimiter(
                 redis_client, fail_open=settings.rate_limit_failure_mode == "open"

@@ -12,6 +12,7 @@ from api_gateway.admission import admit, record_usage, show_window
 from api_gateway.chat import ChatTurn
 from api_gateway.deps import (
     AiClientDep,
+    BreakerDep,
     CatalogDep,
     CurrentUser,
     LimiterDep,
@@ -41,11 +42,12 @@ async def chat_completions(
     usage: UsageClientDep,
     ai: AiClientDep,
     catalog: CatalogDep,
+    breaker: BreakerDep,
     request_id: RequestIdDep,
 ) -> ChatCompletion | StreamingResponse:
     """OpenAI chat completions (streaming with `stream: true`, usage with `stream_options`)."""
     model = catalog.resolve(body.model)
-    turn = ChatTurn(settings, usage, ai, user, request_id, time.perf_counter())
+    turn = ChatTurn(settings, usage, ai, user, request_id, time.perf_counter(), breaker)
     call = turn.model_call(
         body.conversation(),
         model=model,

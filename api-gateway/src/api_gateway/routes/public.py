@@ -14,6 +14,7 @@ from api_gateway.chat import ChatTurn
 from api_gateway.deps import (
     AiClientDep,
     AuthClientDep,
+    BreakerDep,
     CatalogDep,
     ClientAddressDep,
     CurrentUser,
@@ -86,13 +87,14 @@ async def chat(
     usage: UsageClientDep,
     ai: AiClientDep,
     catalog: CatalogDep,
+    breaker: BreakerDep,
     request_id: RequestIdDep,
 ) -> ChatResponse | StreamingResponse:
     """Send a prompt to the model. Tokens are reserved before it runs (403 if the month is short).
 
     With `"stream": true` the answer is Server-Sent Events: `{"type":"delta","output":...}` per
     chunk, then `{"type":"done","tokensUsed":...}` (or an `error` event)."""
-    turn = ChatTurn(settings, usage, ai, user, request_id, time.perf_counter())
+    turn = ChatTurn(settings, usage, ai, user, request_id, time.perf_counter(), breaker)
     call = turn.model_call(
         [{"role": "user", "content": body.prompt}], model=catalog.resolve(body.model)
     )
