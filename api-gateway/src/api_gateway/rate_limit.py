@@ -83,6 +83,11 @@ class SlidingWindowLimiter:
                 raise UpstreamUnavailableError(
                     "Rate limiter unavailable", code="rate_limiter_unavailable"
                 ) from exc
-            _log.warning("rate_limiter_unavailable", mode="open", error_type=type(exc).__name__)
+            _log.warning(
+                "rate_limiter_unavailable",
+                mode="open",
+                error_type=type(exc).__name__,
+                failures=self.failures,
+            )
             return Decision(True, limit, limit, window_s * 1000, window_s, degraded=True)
         return Decision(bool(allowed), limit, int(remaining), int(reset_ms), window_s)

@@ -19,13 +19,15 @@ _log = structlog.get_logger("mongo")
 def open_mongo(
     uri: str, *, default_db: str, timeout_ms: int
 ) -> tuple[AsyncMongoClient[dict[str, Any]], AsyncDatabase[dict[str, Any]]]:
-    """A client with bounded timeouts (so a stopped server means a quick 503, never a hang)."""
+    """A client with bounded timeouts (so a stopped server means a quick 503, never a hang).
+
+    `timeoutMS` bounds each whole operation, retries included, so it must stay below the
+    gateway's timeout for calls to this service (3 s by default)."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         uri,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
-        socketTimeoutMS=timeout_ms * 2,
-        timeoutMS=timeout_ms * 2,
+        timeoutMS=timeout_ms,
         tz_aware=True,
         appname="infergate",
     )
