@@ -1,0 +1,83 @@
+"""`python -m bench [--users N] [--duration S] [--warmup S] [--concurrency 1,8,32,64] ...`
+`python -m bench soak [--minutes 5] [--concurrency 32] ...`"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.plot import plot
+from bench.report import RESULTS_DIR, table, targets_text, write_results
+from bench.run import SCENARIOS, Options, run_benchmark
+from bench.soak import run_soak, soak_table
+from bench.stack import progress
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def _names(text: str) -> list[str]:
+    names = [part for part in text.split(",") if part]
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown scenarios {sorted(unknown)}; known {SCENARIOS}")
+    return names
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("mode", nargs="?", choices=("run", "soak"), default="run")
+    parser.add_argument("--users", type=int, default=2000, help="users registered (2000)")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per point (20)")
+    parser.add_argument("--warmup", type=float, help="seconds before each point (5; soak 30)")
+    parser.add_argument("--concurrency", type=_ints, help="1,8,32,64 (soak: one value, 32)")
+    parser.add_argument("--scenarios", type=_names, default=list(SCENARIOS), help="of run")
+    parser.add_argument("--minutes", type=float, default=5.0, help="length of the soak (5)")
+    parser.add_argument("--log-level", default="info", help="LOG_LEVEL of the services (info)")
+    parser.add_argument(
+        "--label", default=None, help="results name: <label>.json/.png (latest / soak-latest)"
+    )
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--data-dir", type=Path, help="keep the stack's data and logs here")
+    return parser.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    soak = args.mode == "soak"
+    concurrency = args.concurrency or ([32] if soak else [1, 8, 32, 64])
+    if soak and len(concurrency) != 1:
+        raise SystemExit("soak runs at one concurrency")
+    return Options(
+        users=args.users,
+        duration_s=args.duration,
+        warmup_s=args.warmup if args.warmup is not None else (30.0 if soak else 5.0),
+        concurrency=concurrency,
+        scenarios=args.scenarios,
+        log_level=args.log_level,
+        data_dir=args.data_dir,
+    )
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    options = options_from(args)
+    if args.mode == "soak":
+        results = run_soak(options, minutes=args.minutes)
+        text = soak_table(results)
+        label = args.label or "soak-latest"
+    else:
+        results = run_benchmark(options)
+        text = f"{table(results)}\n\n{targets_text(results)}"
+        label = args.label or "latest"
+    paths = write_results(results, directory=args.results_dir, label=label)
+    if args.mode == "run":
+        paths.append(plot(results, args.results_dir / f"{label}.png"))
+    print(text)
+    progress("wrote " + ", ".join(str(path) for path in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,96 @@
+"""The results: JSON files under bench/results/, a short table, and the issue's targets checked."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).with_name("results")
+
+
+def write_results(results: dict[str, Any], *, directory: Path, label: str) -> list[Path]:
+    """`<timestamp>[-label].json` kept as history, and `<label>.json` overwritten."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(results, indent=2) + "\n"
+    suffix = "" if label == "latest" else f"-{label}"
+    paths = [directory / f"{stamp}{suffix}.json", directory / f"{label}.json"]
+    for path in paths:
+        path.write_text(text)
+    return paths
+
+
+def _run(results: dict[str, Any], scenario: str, concurrency: int) -> dict[str, Any] | None:
+    for run in results["runs"]:
+        if run["scenario"] == scenario and run["concurrency"] == concurrency:
+            found: dict[str, Any] = run
+            return found
+    return None
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"{'scenario':9} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+        f" {'errors':>7}",
+    ]
+    for run in results["runs"]:
+        lines.append(
+            f"{run['scenario']:9} {run['concurrency']:>4} {run['rps']:>9.1f} {run['p50_ms']:>8.2f}"
+            f" {run['p95_ms']:>8.2f} {run['p99_ms']:>8.2f} {run['errors']:>7}"
+        )
+    if results["added_latency_ms"]:
+        lines += ["", "added latency (chat through nginx minus the LLM directly), ms:"]
+        for added in results["added_latency_ms"]:
+            lines.append(
+                f"  c={added['concurrency']:<3} p50 {added['p50_ms']:7.2f}"
+                f"  p95 {added['p95_ms']:7.2f}  p99 {added['p99_ms']:7.2f}"
+            )
+    chats = [run for run in results["runs"] if run["scenario"] == "chat"]
+    lines += ["", "%CPU per process during chat runs (100 = one core; outside = other jobs):"]
+    for run in chats:
+        cpu = "  ".join(f"{name} {pct:.0f}" for name, pct in run["cpu_percent"].items())
+        lines.append(f"  c={run['concurrency']:<3} {cpu}")
+    lines += ["", "CPU ms per chat request, per process (2 cores = 2,000 ms per second):"]
+    for run in chats:
+        costs = run["cpu_ms_per_request"]
+        cost = "  ".join(f"{name} {ms:.2f}" for name, ms in costs.items() if ms >= 0.005)
+        lines.append(f"  c={run['concurrency']:<3} total {sum(costs.values()):.1f}: {cost}")
+    peaks = "  ".join(f"{name} {mb:.0f}" for name, mb in results["peak_rss_mb"].items())
+    lines += ["", f"peak RSS, MB: {peaks}"]
+    return "\n".join(lines)
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    """(target, met or None when not measured in this run, the figure)."""
+    checks: list[tuple[str, bool | None, str]] = []
+    added = {a["concurrency"]: a for a in results["added_latency_ms"]}
+    if 1 in added:
+        a = added[1]
+        ok = a["p50_ms"] <= 3 and a["p99_ms"] <= 10
+        checks.append(
+            ("added latency c=1: p50 <= 3 ms, p99 <= 10 ms", ok, _ms(a["p50_ms"], a["p99_ms"]))
+        )
+    c32, c64 = _run(results, "chat", 32), _run(results, "chat", 64)
+    if c32 is not None:
+        ok = c32["rps"] >= 400 and c32["errors"] == 0
+        figure = f"{c32['rps']:.0f} req/s, {c32['errors']} errors"
+        checks.append(("chat c=32: >= 400 req/s, 0 errors", ok, figure))
+    if c32 is not None and c64 is not None:
+        ok = c64["rps"] >= 0.9 * c32["rps"] and c64["p99_ms"] < 250
+        figure = f"{c64['rps'] / c32['rps'] * 100:.0f} % of c=32, p99 {c64['p99_ms']:.0f} ms"
+        checks.append(("chat c=64: within 10 % of c=32, p99 < 250 ms", ok, figure))
+    return checks
+
+
+def _ms(p50: float, p99: float) -> str:
+    return f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+
+
+def targets_text(results: dict[str, Any]) -> str:
+    lines = ["targets of issue 4:"]
+    for name, ok, figure in targets(results):
+        verdict = "n/a " if ok is None else ("met " if ok else "MISS")
+        lines.append(f"  [{verdict}] {name}: {figure}")
+    return "\n".join(lines)

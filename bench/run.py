@@ -1,0 +1,183 @@
+"""The side-by-side benchmark: the test LLM directly, /healthz and /v1/chat through nginx, at each
+concurrency, with every process's %CPU during each run and its peak memory over the whole run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+from bench.facts import code_version, machine, machine_busy_percent
+from bench.procs import CpuMeter, RssSampler
+from bench.stack import (
+    BenchStack,
+    check_chat,
+    progress,
+    register_users,
+    running_stack,
+    write_inputs,
+)
+from bench.wrk import Target, WrkResult, run_wrk
+
+SCENARIOS = ("direct", "healthz", "chat")
+BUSY_WARNING_PERCENT = 20.0
+
+
+@dataclass(frozen=True)
+class Options:
+    users: int
+    duration_s: float
+    warmup_s: float
+    concurrency: Sequence[int]
+    scenarios: Sequence[str]
+    log_level: str
+    data_dir: Path | None
+
+
+@dataclass
+class Prepared:
+    """A running stack with its users registered, ready for load."""
+
+    bench: BenchStack
+    targets: dict[str, Target]
+    sampler: RssSampler
+    registration: dict[str, Any]
+
+
+def targets(bench: BenchStack, files: dict[str, Path]) -> dict[str, Target]:
+    public = bench.stack.public_url
+    return {
+        "direct": Target("direct", f"{bench.llm.url}/api/chat", "POST", files["llm"], None),
+        "healthz": Target("healthz", f"{public}/healthz", "GET", None, None),
+        "chat": Target("chat", f"{public}/v1/chat", "POST", files["chat"], files["keys"]),
+    }
+
+
+@contextmanager
+def data_directory(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    with TemporaryDirectory(prefix="infergate-bench-") as tmp:
+        yield Path(tmp)
+
+
+@contextmanager
+def prepared_stack(options: Options, *, keep_series: bool = False) -> Iterator[Prepared]:
+    """Start the stack, sample its memory, register the users, check one chat."""
+    busy = machine_busy_percent()
+    if busy > BUSY_WARNING_PERCENT:
+        progress(f"warning: the machine is already {busy:.0f} %CPU busy; figures will be low")
+    with data_directory(options.data_dir) as data_dir:
+        progress(f"starting the stack in {data_dir} (LOG_LEVEL={options.log_level})")
+        with running_stack(data_dir / "stack", log_level=options.log_level) as bench:
+            pids = bench.pids()
+            progress("processes: " + " ".join(f"{name}={pid}" for name, pid in pids.items()))
+            with RssSampler(pids, keep_series=keep_series) as sampler:
+                progress(f"registering {options.users} users through {bench.stack.public_url}")
+                done = register_users(bench.stack.public_url, options.users)
+                progress(f"registered {len(done.keys)} users in {done.seconds:.1f} s")
+                for failure in done.failures:
+                    progress(f"registration retried after: {failure}")
+                check_chat(bench.stack.public_url, done.keys[0])
+                files = write_inputs(data_dir / "inputs", done.keys)
+                registration: dict[str, Any] = {
+                    "users": len(done.keys),
+                    "seconds": round(done.seconds, 1),
+                    "per_s": round(len(done.keys) / done.seconds, 1),
+                    "retried_failures": done.failures,
+                }
+                yield Prepared(bench, targets(bench, files), sampler, registration)
+
+
+def cpu_report(cpu: dict[str, float], result: WrkResult) -> dict[str, float]:
+    """The meter's figures plus wrk's, and `outside`: whatever else ran on the machine besides
+    the stack and wrk (other jobs on the same cores skew the figures; this shows by how much)."""
+    cpu = {**cpu, "wrk": round(result.wrk_cpu_s / result.duration_s * 100, 1)}
+    own = sum(pct for name, pct in cpu.items() if name != "machine")
+    cpu["outside"] = round(max(0.0, cpu["machine"] - own), 1)
+    return cpu
+
+
+def measure(prepared: Prepared, target: Target, *, concurrency: int, options: Options) -> Any:
+    """Warm up, then one measured wrk run with the CPU of every process around it."""
+    if options.warmup_s > 0:
+        run_wrk(target, concurrency=concurrency, seconds=options.warmup_s)
+    meter = CpuMeter(prepared.sampler.pids)
+    meter.start()
+    result = run_wrk(target, concurrency=concurrency, seconds=options.duration_s)
+    cpu = cpu_report(meter.stop(), result)
+    progress(
+        f"{target.name:8} c={concurrency:<3} {result.rps:8.1f} req/s  p50 {result.p50_ms:7.2f}"
+        f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}  (outside load"
+        f" {cpu['outside']:.0f} %CPU)"
+    )
+    run = {"scenario": target.name, "concurrency": concurrency, **result.as_dict()}
+    run["cpu_percent"] = cpu
+    run["cpu_ms_per_request"] = cpu_ms_per_request(run)
+    return run
+
+
+def added_latency(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat through nginx minus the LLM called directly, per concurrency and percentile."""
+    by_key = {(run["scenario"], run["concurrency"]): run for run in runs}
+    added = []
+    for (scenario, concurrency), chat in sorted(by_key.items(), key=lambda item: item[0][1]):
+        direct = by_key.get(("direct", concurrency))
+        if scenario != "chat" or direct is None:
+            continue
+        entry: dict[str, Any] = {"concurrency": concurrency}
+        for percentile in ("p50", "p95", "p99"):
+            key = f"{percentile}_ms"
+            entry[key] = round(chat[key] - direct[key], 3)
+        added.append(entry)
+    return added
+
+
+def cpu_ms_per_request(run: dict[str, Any]) -> dict[str, float]:
+    """CPU milliseconds each process spent per request: the budget that bounds throughput
+    (2 cores = 2,000 CPU ms per second to share between every process)."""
+    if not run["rps"]:
+        return {}
+    return {
+        name: round(pct * 10 / run["rps"], 3)
+        for name, pct in run["cpu_percent"].items()
+        if name not in ("machine", "outside")
+    }
+
+
+def run_benchmark(options: Options) -> dict[str, Any]:
+    started = datetime.now(UTC)
+    runs: list[dict[str, Any]] = []
+    with prepared_stack(options) as prepared:
+        for concurrency in options.concurrency:
+            for name in options.scenarios:
+                target = prepared.targets[name]
+                runs.append(measure(prepared, target, concurrency=concurrency, options=options))
+        peak = prepared.sampler.peak_mb()
+        registration = prepared.registration
+    return {
+        "kind": "benchmark",
+        "started": started.isoformat(timespec="seconds"),
+        "wall_s": round(time.time() - started.timestamp(), 1),
+        "machine": machine(),
+        "code": code_version(),
+        "options": {
+            "users": options.users,
+            "duration_s": options.duration_s,
+            "warmup_s": options.warmup_s,
+            "concurrency": list(options.concurrency),
+            "scenarios": list(options.scenarios),
+            "log_level": options.log_level,
+        },
+        "registration": registration,
+        "runs": runs,
+        "added_latency_ms": added_latency(runs),
+        "peak_rss_mb": peak,
+    }

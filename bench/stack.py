@@ -1,0 +1,129 @@
+"""The stack under test: the local devstack behind nginx, with the deterministic Ollama-protocol
+test server as its LLM (answering at once, fixed token counts), and the benchmark's users."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from infergate_devstack.ports import Ports
+from infergate_devstack.stack import Stack, StackConfig
+
+from tests.fake_ollama_fixtures import FakeOllamaProcess
+
+CHAT_PROMPT = "Say hello in one short sentence."
+REGISTER_CONCURRENCY = 32
+REGISTER_ATTEMPTS = 3
+
+
+def bench_env(log_level: str) -> dict[str, str]:
+    """Limits far above what the load reaches, so the gateway's own path is measured."""
+    return {
+        "FREE_RATE_LIMIT": "100000000",
+        "FREE_MONTHLY_TOKENS": "2000000000",
+        "REGISTRATION_RATE_LIMIT": "100000000",
+        "LOG_LEVEL": log_level,
+    }
+
+
+@dataclass
+class BenchStack:
+    stack: Stack
+    llm: FakeOllamaProcess
+
+    def pids(self) -> dict[str, int]:
+        """Every process of the stack by name, the test LLM as `llm`."""
+        pids: dict[str, int] = {}
+        for name in self.stack.process_names():
+            pid = self.stack.process(name).pid
+            if pid is not None:
+                pids[name] = pid
+        if self.llm.process is not None:
+            pids["llm"] = self.llm.process.pid
+        return pids
+
+
+@contextmanager
+def running_stack(data_dir: Path, *, log_level: str) -> Iterator[BenchStack]:
+    with FakeOllamaProcess() as llm:
+        config = StackConfig(
+            data_dir=data_dir, ports=Ports.free(), ollama_url=llm.url, env=bench_env(log_level)
+        )
+        with Stack(config) as stack:
+            yield BenchStack(stack, llm)
+
+
+def progress(line: str) -> None:
+    print(f"bench: {line}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Registration:
+    keys: list[str]
+    seconds: float
+    failures: list[str]  # 5xx answers that a retry got past (setup must not stop on them)
+
+
+async def _register_all(public_url: str, count: int, run_id: str) -> Registration:
+    semaphore = asyncio.Semaphore(REGISTER_CONCURRENCY)
+    limits = httpx.Limits(max_connections=REGISTER_CONCURRENCY)
+    failures: list[str] = []
+    async with httpx.AsyncClient(base_url=public_url, timeout=30.0, limits=limits) as client:
+
+        async def register(index: int) -> str:
+            email = f"bench-{run_id}-{index}@example.com"
+            for _ in range(REGISTER_ATTEMPTS):
+                async with semaphore:
+                    response = await client.post("/v1/register", json={"email": email})
+                if response.status_code == 201:
+                    key: str = response.json()["apiKey"]
+                    return key
+                if response.status_code < 500:
+                    break
+                failures.append(f"{response.status_code} {response.text}")
+            raise RuntimeError(f"register: {response.status_code} {response.text}")
+
+        started = time.monotonic()
+        keys = await asyncio.gather(*(register(i) for i in range(count)))
+        return Registration(list(keys), time.monotonic() - started, failures)
+
+
+def register_users(public_url: str, count: int) -> Registration:
+    """`count` new users through the public API (a 5xx is retried, and reported)."""
+    return asyncio.run(_register_all(public_url, count, str(int(time.time() * 1000))))
+
+
+def check_chat(public_url: str, key: str) -> None:
+    """One chat before the load, so a misconfigured stack fails loudly instead of as errors."""
+    response = httpx.post(
+        f"{public_url}/v1/chat", json={"prompt": CHAT_PROMPT}, headers={"x-api-key": key}
+    )
+    if response.status_code != 200 or "output" not in response.json():
+        raise RuntimeError(f"chat check failed: {response.status_code} {response.text}")
+
+
+def write_inputs(directory: Path, keys: list[str]) -> dict[str, Path]:
+    """The files load.lua reads: the keys, one per line, and the request bodies."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        "keys": directory / "keys.txt",
+        "chat": directory / "chat.json",
+        "llm": directory / "llm-chat.json",
+    }
+    files["keys"].write_text("\n".join(keys) + "\n")
+    files["chat"].write_text(json.dumps({"prompt": CHAT_PROMPT}))
+    llm_body = {
+        "model": "llama3",
+        "messages": [{"role": "user", "content": CHAT_PROMPT}],
+        "stream": False,
+        "options": {"num_predict": 512},
+    }
+    files["llm"].write_text(json.dumps(llm_body))
+    return files
