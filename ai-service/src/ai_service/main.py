@@ -10,8 +10,8 @@ import httpx
 import ollama
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
-from infergate_common.app import create_service_app
-from infergate_common.internal_auth import internal_token_guard
+from infergate_common.app import READINESS_RESPONSES, ReadinessResponse, create_service_app
+from infergate_common.internal_auth import INTERNAL_AUTH_RESPONSES, internal_token_guard
 
 from ai_service.config import Settings, get_settings
 from ai_service.llm import LlmClient
@@ -21,7 +21,7 @@ from ai_service.routes.ai import router as ai_router
 def _readiness_router(ollama_url: str) -> APIRouter:
     router = APIRouter(tags=["health"])
 
-    @router.get("/readyz")
+    @router.get("/readyz", response_model=ReadinessResponse, responses=READINESS_RESPONSES)
     async def readyz() -> JSONResponse:
         """Readiness: the LLM server answers."""
         try:
@@ -66,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(_readiness_router(settings.ollama_url))
     app.include_router(
-        ai_router, dependencies=[Depends(internal_token_guard(settings.internal_token))]
+        ai_router,
+        dependencies=[Depends(internal_token_guard(settings.internal_token))],
+        responses=INTERNAL_AUTH_RESPONSES,
     )
     return app

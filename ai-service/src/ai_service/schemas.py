@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from infergate_common.validation import Seed
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -22,7 +23,7 @@ class GenerateRequest(BaseModel):
     model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     topP: Annotated[float, Field(gt=0, le=1)] | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     stop: (
         Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=4)]
         | None

@@ -68,12 +68,6 @@ class AccessGranted(BaseModel):
     user: VerifiedUser
 
 
-class ErrorBody(BaseModel):
-    message: str
-    code: str
-    requestId: str | None
-
-
 class Reservation(BaseModel):
     reservationId: str
     period: str

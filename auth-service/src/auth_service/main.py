@@ -8,8 +8,13 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from infergate_common.app import create_service_app
-from infergate_common.internal_auth import internal_token_guard
-from infergate_common.mongo import install_mongo_error_handler, open_mongo, readiness_router
+from infergate_common.internal_auth import INTERNAL_AUTH_RESPONSES, internal_token_guard
+from infergate_common.mongo import (
+    DATABASE_ERROR_RESPONSES,
+    install_mongo_error_handler,
+    open_mongo,
+    readiness_router,
+)
 
 from auth_service.config import Settings, get_settings
 from auth_service.repository import UserRepository
@@ -41,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_mongo_error_handler(app)
     app.include_router(readiness_router())
     app.include_router(
-        auth_router, dependencies=[Depends(internal_token_guard(settings.internal_token))]
+        auth_router,
+        dependencies=[Depends(internal_token_guard(settings.internal_token))],
+        responses={**INTERNAL_AUTH_RESPONSES, **DATABASE_ERROR_RESPONSES},
     )
     return app

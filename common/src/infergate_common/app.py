@@ -11,7 +11,12 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 from starlette.types import Lifespan
 
-from infergate_common.errors import ErrorRenderer, install_error_handlers, render_infergate_error
+from infergate_common.errors import (
+    ErrorBody,
+    ErrorRenderer,
+    install_error_handlers,
+    render_infergate_error,
+)
 from infergate_common.logs import configure_logging
 from infergate_common.request_context import RequestContextMiddleware
 from infergate_common.settings import ServiceSettings
@@ -26,6 +31,46 @@ class HealthResponse(BaseModel):
 
 class LiveResponse(BaseModel):
     status: str
+
+
+class ReadinessResponse(BaseModel):
+    """`/readyz`: 200 when every check is ok, else 503 with the same shape."""
+
+    status: str
+    checks: dict[str, str]
+    message: str | None = None
+
+
+READINESS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {"model": ReadinessResponse, "description": "Not ready"}
+}
+
+
+class ServiceApp(FastAPI):
+    """FastAPI whose OpenAPI document shows validation errors as they are answered: 400 with the
+    error body (see `install_error_handlers`), not FastAPI's default 422."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        document = super().openapi()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for path_item in document.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is None or "400" in responses:
+                    continue
+                schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+                responses["400"] = {
+                    "description": "Invalid request",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                    },
+                }
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        self.openapi_schema = document
+        return document
 
 
 def _health_router(service: str) -> APIRouter:
@@ -64,7 +109,7 @@ def create_service_app(
     configure_logging(
         service=settings.service_name, level=settings.log_level, fmt=settings.log_format
     )
-    app = FastAPI(
+    app = ServiceApp(
         title=title,
         description=description,
         version="0.1.0",

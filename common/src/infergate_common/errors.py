@@ -14,6 +14,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infergate_common.request_context import current_request_id
@@ -114,6 +115,21 @@ def error_for_status(status: int, message: str, code: str | None = None) -> AppE
 
 def error_body(message: str, code: str) -> dict[str, Any]:
     return {"message": message, "code": code, "requestId": current_request_id()}
+
+
+class ErrorBody(BaseModel):
+    """Every InferGate error body (the services' and nginx's), as the OpenAPI documents show it."""
+
+    message: str
+    code: str
+    requestId: str | None
+
+
+def error_responses(
+    *statuses: int, model: type[BaseModel] = ErrorBody
+) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=`: the error statuses it can answer, each with the error body."""
+    return {status: {"model": model} for status in statuses}
 
 
 # Error kinds that mean "this field is missing or not the right kind of value": they get the

@@ -8,9 +8,11 @@ from collections.abc import Awaitable, Callable
 from fastapi import Header
 from pydantic import SecretStr
 
-from infergate_common.errors import UnauthorizedError
+from infergate_common.errors import UnauthorizedError, error_responses
 
 INTERNAL_TOKEN_HEADER = "x-internal-token"
+# Every guarded route can answer 401 (for its OpenAPI: include the router with these).
+INTERNAL_AUTH_RESPONSES = error_responses(401)
 
 
 def internal_token_guard(expected: SecretStr) -> Callable[[str | None], Awaitable[None]]:

@@ -11,9 +11,12 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 
-from infergate_common.errors import error_body
+from infergate_common.app import READINESS_RESPONSES, ReadinessResponse
+from infergate_common.errors import error_body, error_responses
 
 _log = structlog.get_logger("mongo")
+# What every database-backed route can answer when the database is down (for its OpenAPI).
+DATABASE_ERROR_RESPONSES = error_responses(503)
 
 
 def open_mongo(
@@ -49,7 +52,7 @@ def readiness_router() -> APIRouter:
     """`GET /readyz` for a Mongo-backed service: 200 when the database answers a ping, else 503."""
     router = APIRouter(tags=["health"])
 
-    @router.get("/readyz")
+    @router.get("/readyz", response_model=ReadinessResponse, responses=READINESS_RESPONSES)
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: the database answers."""
         client: AsyncMongoClient[dict[str, Any]] = request.state.mongo

@@ -11,8 +11,13 @@ from typing import Any
 import structlog
 from fastapi import Depends, FastAPI
 from infergate_common.app import create_service_app
-from infergate_common.internal_auth import internal_token_guard
-from infergate_common.mongo import install_mongo_error_handler, open_mongo, readiness_router
+from infergate_common.internal_auth import INTERNAL_AUTH_RESPONSES, internal_token_guard
+from infergate_common.mongo import (
+    DATABASE_ERROR_RESPONSES,
+    install_mongo_error_handler,
+    open_mongo,
+    readiness_router,
+)
 from pymongo.errors import PyMongoError
 
 from usage_service.config import Settings, get_settings
@@ -66,7 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_mongo_error_handler(app)
     app.include_router(readiness_router())
     app.include_router(
-        usage_router, dependencies=[Depends(internal_token_guard(settings.internal_token))]
+        usage_router,
+        dependencies=[Depends(internal_token_guard(settings.internal_token))],
+        responses={**INTERNAL_AUTH_RESPONSES, **DATABASE_ERROR_RESPONSES},
     )
     return app
 

@@ -7,13 +7,15 @@ from enum import StrEnum
 from typing import Annotated
 
 from infergate_common.validation import Plan, RequestId, UserId
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 Model = Annotated[str, Field(min_length=1, max_length=200)]
 Period = Annotated[str, Field(pattern=r"^\d{4}-\d{2}$")]
 ReservationId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
-Millis = Annotated[float, Field(ge=0, le=86_400_000)]
-TokenCount = Annotated[NonNegativeInt, Field(le=10_000_000)]
+# Strict: a count is a JSON integer, never a string, a float or a boolean that lax mode coerces.
+Millis = Annotated[float, Strict(), Field(ge=0, le=86_400_000)]
+TokenCount = Annotated[int, Strict(), Field(ge=0, le=10_000_000)]
+ReservedTokens = Annotated[int, Strict(), Field(ge=1, le=10_000_000)]
 
 
 class RequestStatus(StrEnum):
@@ -34,7 +36,7 @@ class ReserveRequest(StrictBody):
     requestId: RequestId
     userId: UserId
     plan: Plan
-    tokens: Annotated[PositiveInt, Field(le=10_000_000)]
+    tokens: ReservedTokens
     model: Model
 
 
@@ -51,7 +53,7 @@ class SettleRequest(StrictBody):
     requestId: RequestId
     userId: UserId
     period: Period
-    reservedTokens: Annotated[PositiveInt, Field(le=10_000_000)]
+    reservedTokens: ReservedTokens
     promptTokens: TokenCount = 0
     completionTokens: TokenCount = 0
     status: RequestStatus

@@ -7,6 +7,7 @@ import asyncio
 import redis.asyncio as redis
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from infergate_common.app import READINESS_RESPONSES, ReadinessResponse
 from infergate_common.errors import AppError
 from infergate_common.http_client import InternalServiceClient
 from redis.exceptions import RedisError
@@ -29,7 +30,7 @@ async def _service_ready(client: InternalServiceClient) -> bool:
     return True
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=ReadinessResponse, responses=READINESS_RESPONSES)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: 200 when Redis, auth, usage and ai are ready, else 503 naming what is not."""
     state = request.state

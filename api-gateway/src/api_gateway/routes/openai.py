@@ -7,6 +7,7 @@ import uuid
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from infergate_common.errors import error_responses
 
 from api_gateway.admission import admit, record_usage, show_window
 from api_gateway.chat import ChatTurn
@@ -26,13 +27,21 @@ from api_gateway.openai_schemas import (
     ChatCompletionRequest,
     ModelCard,
     ModelListing,
+    OpenAIErrorBody,
 )
 from api_gateway.sse import event_stream, first_event
 
 router = APIRouter(tags=["openai"])
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion)
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses={
+        **error_responses(400, 401, 404, 429, 503, 504, model=OpenAIErrorBody),
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streaming"},
+    },
+)
 async def chat_completions(
     request: Request,
     body: ChatCompletionRequest,
@@ -68,7 +77,11 @@ async def chat_completions(
     return completion(ids, finished)
 
 
-@router.get("/v1/models", response_model=ModelListing)
+@router.get(
+    "/v1/models",
+    response_model=ModelListing,
+    responses=error_responses(401, 503, 504, model=OpenAIErrorBody),
+)
 async def list_models(
     request: Request,
     user: CurrentUser,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request, status
 from fastapi.responses import StreamingResponse
-from infergate_common.errors import RateLimitedError
+from infergate_common.errors import RateLimitedError, error_responses
 
 from api_gateway.admission import admit, count_request, record_usage, show_window
 from api_gateway.chat import ChatTurn
@@ -27,7 +26,6 @@ from api_gateway.schemas import (
     AccessGranted,
     ChatRequest,
     ChatResponse,
-    ErrorBody,
     RegisterRequest,
     RegisterResponse,
     UsageSummary,
@@ -37,15 +35,11 @@ from api_gateway.sse import event_stream, first_event, infergate_events
 router = APIRouter(tags=["public"])
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody} for code in codes}
-
-
 @router.post(
     "/v1/register",
     status_code=status.HTTP_201_CREATED,
     response_model=RegisterResponse,
-    responses=_errors(400, 409, 429, 503, 504),
+    responses=error_responses(400, 409, 429, 503, 504),
 )
 async def register(
     body: RegisterRequest,
@@ -74,7 +68,7 @@ async def register(
     "/v1/chat",
     response_model=ChatResponse,
     responses={
-        **_errors(400, 401, 403, 429, 503, 504),
+        **error_responses(400, 401, 403, 404, 429, 503, 504),
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streaming"},
     },
 )
@@ -107,7 +101,7 @@ async def chat(
     return ChatResponse(output=finished.generation.output, tokensUsed=finished.charged)
 
 
-@router.get("/v1/usage", response_model=UsageSummary, responses=_errors(401, 503, 504))
+@router.get("/v1/usage", response_model=UsageSummary, responses=error_responses(401, 503, 504))
 async def usage(
     request: Request,
     user: CurrentUser,
@@ -128,7 +122,7 @@ async def usage(
     )
 
 
-@router.get("/test", response_model=AccessGranted, responses=_errors(401, 429, 503))
+@router.get("/test", response_model=AccessGranted, responses=error_responses(401, 429, 503, 504))
 async def access_test(
     request: Request, user: CurrentUser, limiter: LimiterDep, settings: SettingsDep
 ) -> AccessGranted:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 from fastapi import APIRouter, status
-from infergate_common.errors import ConflictError, UnauthorizedError
+from infergate_common.errors import ConflictError, UnauthorizedError, error_responses
 from infergate_common.validation import Plan
 
 from auth_service.deps import UsersDep
@@ -16,7 +16,12 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 _log = structlog.get_logger("auth")
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=RegisterResponse)
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RegisterResponse,
+    responses=error_responses(409),
+)
 async def register(body: RegisterRequest, users: UsersDep) -> RegisterResponse:
     """Create a FREE user and return its API key (the only time the key is shown)."""
     key = issue_api_key()

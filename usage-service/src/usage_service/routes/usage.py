@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
+from infergate_common.errors import error_responses
 from infergate_common.validation import Plan, UserId
 
 from usage_service.deps import MeteringDep
@@ -17,7 +18,12 @@ from usage_service.schemas import (
 router = APIRouter(prefix="/usage", tags=["usage"])
 
 
-@router.post("/reserve", status_code=status.HTTP_201_CREATED, response_model=ReserveResponse)
+@router.post(
+    "/reserve",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ReserveResponse,
+    responses=error_responses(403),
+)
 async def reserve(body: ReserveRequest, metering: MeteringDep) -> ReserveResponse:
     """Hold tokens before a model call; 403 when this month's quota cannot cover them."""
     return await metering.reserve(body)
