@@ -15,7 +15,7 @@ import pytest
 from infergate_devstack.ports import Ports
 from infergate_devstack.stack import Stack, StackConfig
 
-from tests.helpers import register
+from tests.helpers import ADMIN_TOKEN, register
 
 if TYPE_CHECKING:
     from tests.fake_ollama_fixtures import FakeOllamaControl, FakeOllamaProcess
@@ -29,6 +29,7 @@ BASE_ENV = {
     "FREE_MONTHLY_TOKENS": "1000",
     "LOG_LEVEL": "info",
     "OLLAMA_TIMEOUT": "2",
+    "ADMIN_TOKEN": ADMIN_TOKEN,
 }
 
 

@@ -7,6 +7,9 @@ from typing import Any
 
 import httpx
 
+# The stacks' ADMIN_TOKEN (the admin API is called on a gateway directly, never through nginx).
+ADMIN_TOKEN = "integration-admin-token-0123456789"
+
 
 async def register(client: httpx.AsyncClient) -> str:
     """A fresh user's API key."""

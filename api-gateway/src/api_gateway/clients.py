@@ -9,7 +9,15 @@ from typing import Any
 from infergate_common.http_client import InternalServiceClient
 from infergate_common.validation import Plan
 
-from api_gateway.schemas import Generation, ModelCall, MonthlyUsage, Reservation, VerifiedUser
+from api_gateway.admin_schemas import AdminUser, MonthOfUsage, RequestHistory
+from api_gateway.schemas import (
+    Generation,
+    ModelCall,
+    MonthlyUsage,
+    Reservation,
+    RotatedKey,
+    VerifiedUser,
+)
 
 
 class AuthClient(InternalServiceClient):
@@ -22,6 +30,27 @@ class AuthClient(InternalServiceClient):
     async def verify(self, api_key: str) -> VerifiedUser:
         body = await self.call("POST", "/auth/verify", json={"apiKey": api_key})
         return VerifiedUser.model_validate(body)
+
+    async def rotate(self, api_key: str) -> tuple[str, RotatedKey]:
+        """Replace the key; the user id and the new key."""
+        body = await self.call("POST", "/auth/keys/rotate", json={"apiKey": api_key})
+        return str(body["userId"]), RotatedKey(apiKey=body["apiKey"], plan=body["plan"])
+
+    async def revoke(self, api_key: str) -> str:
+        """Revoke the key; the user id it belonged to."""
+        body = await self.call("POST", "/auth/keys/revoke", json={"apiKey": api_key})
+        return str(body["userId"])
+
+    async def user(self, user_id: str) -> AdminUser:
+        return AdminUser.model_validate(await self.call("GET", f"/auth/users/{user_id}"))
+
+    async def users_by_email(self, email: str) -> list[AdminUser]:
+        body = await self.call("GET", "/auth/users", params={"email": email})
+        return [AdminUser.model_validate(user) for user in body["data"]]
+
+    async def set_plan(self, user_id: str, plan: Plan) -> AdminUser:
+        body = await self.call("PUT", f"/auth/users/{user_id}/plan", json={"plan": plan.value})
+        return AdminUser.model_validate(body)
 
 
 class UsageClient(InternalServiceClient):
@@ -50,8 +79,20 @@ class UsageClient(InternalServiceClient):
         await self.call("POST", "/usage/attempts", json=payload)
 
     async def monthly(self, user: VerifiedUser) -> MonthlyUsage:
-        body = await self.call("GET", f"/usage/{user.userId}", params={"plan": user.plan.value})
-        return MonthlyUsage.model_validate(body)
+        return await self.month_of(user.userId, user.plan)
+
+    async def month_of(self, user_id: str, plan: Plan) -> MonthOfUsage:
+        body = await self.call("GET", f"/usage/{user_id}", params={"plan": plan.value})
+        return MonthOfUsage.model_validate(body)
+
+    async def set_plan(self, user_id: str, plan: Plan) -> MonthOfUsage:
+        body = await self.call("PUT", f"/usage/{user_id}/plan", json={"plan": plan.value})
+        return MonthOfUsage.model_validate(body)
+
+    async def history(self, user_id: str, *, limit: int, before: str | None) -> RequestHistory:
+        params = {"limit": str(limit), **({"before": before} if before else {})}
+        body = await self.call("GET", f"/usage/{user_id}/requests", params=params)
+        return RequestHistory.model_validate(body)
 
 
 class AiClient(InternalServiceClient):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from infergate_common.settings import ServiceSettings
 from infergate_common.validation import Plan
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, field_validator
 
 
 class Settings(ServiceSettings):
@@ -39,6 +39,23 @@ class Settings(ServiceSettings):
     circuit_cooldown_seconds: PositiveFloat = 30.0
     # Chat-template tokens added around a prompt; part of the worst-case reservation.
     prompt_token_overhead: PositiveInt = 64
+    # How long a verified key is trusted without asking auth-service again (0: never). At most
+    # 1 s: it bounds how long a revoked key keeps working on the other replicas.
+    key_cache_seconds: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # Enables the admin API (/admin/...) when set; callers send it as a Bearer token or in
+    # x-admin-token. Empty: the admin routes do not exist (404).
+    admin_token: SecretStr = SecretStr("")
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_is_long_enough(cls, value: SecretStr) -> SecretStr:
+        if 0 < len(value.get_secret_value()) < 16:
+            raise ValueError("ADMIN_TOKEN must be empty (admin API off) or at least 16 characters")
+        return value
+
+    @property
+    def admin_enabled(self) -> bool:
+        return bool(self.admin_token.get_secret_value())
 
     @property
     def allowed_models(self) -> list[str]:

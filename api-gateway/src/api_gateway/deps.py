@@ -12,6 +12,7 @@ from infergate_common.errors import UnauthorizedError
 from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings
+from api_gateway.key_cache import VerifiedKeyCache
 from api_gateway.models import ModelCatalog
 from api_gateway.rate_limit import SlidingWindowLimiter
 from api_gateway.schemas import VerifiedUser
@@ -49,6 +50,10 @@ def get_catalog(request: Request) -> ModelCatalog:
     return cast(ModelCatalog, request.state.catalog)
 
 
+def get_key_cache(request: Request) -> VerifiedKeyCache:
+    return cast(VerifiedKeyCache, request.state.key_cache)
+
+
 def get_request_id(request: Request) -> str:
     return cast(str, request.scope["state"]["request_id"])
 
@@ -61,19 +66,32 @@ LimiterDep = Annotated[SlidingWindowLimiter, Depends(get_limiter)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 BreakerDep = Annotated[CircuitBreaker, Depends(get_breaker)]
+KeyCacheDep = Annotated[VerifiedKeyCache, Depends(get_key_cache)]
 
 
-async def authenticate(
-    auth: AuthClientDep,
+async def presented_api_key(
     api_key: Annotated[str | None, Security(_api_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
-) -> VerifiedUser:
-    """The caller's user, from `x-api-key` or `Authorization: Bearer` (401 when missing or
-    unknown)."""
+) -> str:
+    """The key the caller sent in `x-api-key` or `Authorization: Bearer` (401 when none)."""
     api_key = api_key or (bearer.credentials if bearer else None)
     if not api_key:
         raise UnauthorizedError("API key missing", code="api_key_missing")
-    user = await auth.verify(api_key)
+    return api_key
+
+
+PresentedKey = Annotated[str, Depends(presented_api_key)]
+
+
+async def authenticate(
+    auth: AuthClientDep, cache: KeyCacheDep, api_key: PresentedKey
+) -> VerifiedUser:
+    """The caller's user (401 when the key is missing or unknown); briefly cached."""
+    user = cache.get(api_key)
+    if user is None:
+        started = cache.now()
+        user = await auth.verify(api_key)
+        cache.put(api_key, user, verified_at=started)
     structlog.contextvars.bind_contextvars(user_id=user.userId)
     return user
 

@@ -15,11 +15,14 @@ from infergate_common.http_client import build_internal_client
 from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings, get_settings
+from api_gateway.key_cache import VerifiedKeyCache
 from api_gateway.models import ModelCatalog
 from api_gateway.openai_errors import render_gateway_error
 from api_gateway.rate_limit import SlidingWindowLimiter
 from api_gateway.rate_limit_headers import RateLimitHeadersMiddleware
+from api_gateway.routes.admin import router as admin_router
 from api_gateway.routes.health import router as health_router
+from api_gateway.routes.keys import router as keys_router
 from api_gateway.routes.openai import router as openai_router
 from api_gateway.routes.public import router as public_router
 
@@ -61,6 +64,7 @@ def create_app(
                 threshold=settings.circuit_failure_threshold,
                 cooldown_s=settings.circuit_cooldown_seconds,
             )
+            state["key_cache"] = VerifiedKeyCache(ttl_seconds=settings.key_cache_seconds)
             state["catalog"] = ModelCatalog(settings.allowed_models, default=settings.model)
             state["limiter"] = SlidingWindowLimiter(
                 redis_client, fail_open=settings.rate_limit_failure_mode == "open"
@@ -79,4 +83,8 @@ def create_app(
     app.include_router(health_router)
     app.include_router(public_router)
     app.include_router(openai_router)
+    app.include_router(keys_router)
+    if settings.admin_enabled:
+        # Without ADMIN_TOKEN the admin routes do not exist at all (404, not in the OpenAPI).
+        app.include_router(admin_router)
     return app

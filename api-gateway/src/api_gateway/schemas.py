@@ -23,6 +23,16 @@ class RegisterResponse(BaseModel):
     plan: Plan
 
 
+class RotatedKey(BaseModel):
+    message: str = "API key rotated"
+    apiKey: str = Field(description="Shown once; the previous key no longer works.")
+    plan: Plan
+
+
+class KeyRevoked(BaseModel):
+    message: str = "API key revoked"
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("prompt is blank")

@@ -19,6 +19,8 @@ from infergate_common.mongo import (
 from auth_service.config import Settings, get_settings
 from auth_service.repository import UserRepository
 from auth_service.routes.auth import router as auth_router
+from auth_service.routes.keys import router as keys_router
+from auth_service.routes.users import router as users_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,13 +43,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         lifespan=lifespan,
         title="InferGate auth-service",
-        description="Internal: API key issuance and verification.",
+        description="Internal: API key issuance, verification, rotation and revocation; users.",
     )
     install_mongo_error_handler(app)
     app.include_router(readiness_router())
-    app.include_router(
-        auth_router,
-        dependencies=[Depends(internal_token_guard(settings.internal_token))],
-        responses={**INTERNAL_AUTH_RESPONSES, **DATABASE_ERROR_RESPONSES},
-    )
+    guard = [Depends(internal_token_guard(settings.internal_token))]
+    errors = {**INTERNAL_AUTH_RESPONSES, **DATABASE_ERROR_RESPONSES}
+    for router in (auth_router, keys_router, users_router):
+        app.include_router(router, dependencies=guard, responses=errors)
     return app

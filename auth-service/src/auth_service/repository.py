@@ -12,7 +12,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from auth_service.schemas import User
-from auth_service.security import IssuedKey
+from auth_service.security import IssuedKey, revoked_placeholder
 
 Document = dict[str, Any]
 
@@ -50,12 +50,58 @@ class UserRepository:
         document = await self._users.find_one({"keyHash": key_hash})
         return None if document is None else _to_user(document)
 
+    async def find_by_id(self, user_id: str) -> User | None:
+        document = await self._users.find_one({"_id": ObjectId(user_id)})
+        return None if document is None else _to_user(document)
+
+    async def find_by_email(self, email: str) -> User | None:
+        document = await self._users.find_one({"email": email})
+        return None if document is None else _to_user(document)
+
+    async def rotate_key(self, *, current_hash: str, key: IssuedKey) -> User | None:
+        """Swap the key in one conditional update: of two concurrent rotations of one key only
+        one matches. None when no user holds `current_hash` (any more)."""
+        return await self._update_by_key(
+            current_hash,
+            {
+                "keyHash": key.key_hash,
+                "keyPrefix": key.display_prefix,
+                "keyIssuedAt": datetime.now(UTC),
+            },
+        )
+
+    async def revoke_key(self, *, current_hash: str) -> User | None:
+        """Leave the user without a working key, in one conditional update."""
+        return await self._update_by_key(
+            current_hash,
+            {
+                "keyHash": revoked_placeholder(),
+                "keyPrefix": None,
+                "keyRevokedAt": datetime.now(UTC),
+            },
+        )
+
+    async def set_plan(self, *, user_id: str, plan: Plan) -> User | None:
+        result = await self._users.update_one(
+            {"_id": ObjectId(user_id)},
+            {"$set": {"plan": plan.value, "updatedAt": datetime.now(UTC)}},
+        )
+        return await self.find_by_id(user_id) if result.matched_count else None
+
+    async def _update_by_key(self, current_hash: str, changes: Document) -> User | None:
+        # update_one, not find_one_and_update (SecantusDB scans the collection for the latter);
+        # the user is then read back by the new, unique and indexed keyHash.
+        result = await self._users.update_one(
+            {"keyHash": current_hash}, {"$set": {**changes, "updatedAt": datetime.now(UTC)}}
+        )
+        return await self.find_by_key_hash(changes["keyHash"]) if result.matched_count else None
+
 
 def _to_user(document: Document) -> User:
     return User(
         id=str(document["_id"]),
         email=document["email"],
-        key_prefix=document["keyPrefix"],
+        key_prefix=document.get("keyPrefix"),
         plan=Plan(document["plan"]),
         created_at=document["createdAt"],
     )

@@ -33,11 +33,56 @@ class VerifyResponse(BaseModel):
     plan: Plan
 
 
+class KeyRequest(StrictBody):
+    """The caller's current key (to rotate or revoke it)."""
+
+    apiKey: ApiKey
+
+
+class RotateResponse(BaseModel):
+    message: str = "API key rotated"
+    userId: str
+    apiKey: str
+    plan: Plan
+
+
+class RevokeResponse(BaseModel):
+    message: str = "API key revoked"
+    userId: str
+
+
+class PlanRequest(StrictBody):
+    plan: Plan
+
+
+class UserView(BaseModel):
+    """A user as operators see it: never the key or its hash; `keyPrefix` is null once revoked."""
+
+    userId: str
+    email: str
+    plan: Plan
+    keyPrefix: str | None
+    createdAt: datetime
+
+
+class UserList(BaseModel):
+    data: list[UserView]
+
+
 class User(BaseModel):
     """A user document as the repository returns it (never the key itself)."""
 
     id: str
     email: str
-    key_prefix: str
+    key_prefix: str | None
     plan: Plan
     created_at: datetime
+
+    def view(self) -> UserView:
+        return UserView(
+            userId=self.id,
+            email=self.email,
+            plan=self.plan,
+            keyPrefix=self.key_prefix,
+            createdAt=self.created_at,
+        )

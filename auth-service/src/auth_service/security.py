@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 KEY_PREFIX = "sk_"
 _DISPLAY_CHARS = 10
+REVOKED_MARK = "revoked:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,17 @@ class IssuedKey:
 def hash_api_key(key: str) -> str:
     """SHA-256 hex of the key: keys are 256 random bits, so a fast hash is enough."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def lookup_hash(presented: str) -> str | None:
+    """The hash to look a presented key up by; None when it cannot be one of ours."""
+    return hash_api_key(presented) if presented.startswith(KEY_PREFIX) else None
+
+
+def revoked_placeholder() -> str:
+    """What a revoked user's `keyHash` becomes: unique (the index holds) and never the hex
+    SHA-256 of anything (it has a colon), so no presented key can match it."""
+    return REVOKED_MARK + secrets.token_hex(32)
 
 
 def issue_api_key() -> IssuedKey:

@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 _sweep_forever(metering, settings.reservation_sweep_seconds)
             )
             stack.push_async_callback(_cancel, sweeper)
-            yield {"metering": metering, "mongo": client}
+            yield {"metering": metering, "request_logs": logs, "mongo": client}
 
     app = create_service_app(
         settings=settings,

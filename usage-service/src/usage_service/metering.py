@@ -111,6 +111,14 @@ class Metering:
             remainingTokens=record.remaining_tokens,
         )
 
+    async def change_plan(self, *, user_id: str, plan: Plan) -> UsageResponse:
+        """Apply the plan's quota to this month at once (the difference moves the remainder)."""
+        period = current_period()
+        limit = self._settings.monthly_limit(plan)
+        await self._usage.set_limit(user_id=user_id, period=period, limit=limit)
+        _log.info("monthly_limit_changed", user_id=user_id, plan=plan.value, limit=limit)
+        return await self.usage(user_id=user_id, plan=plan, period=period)
+
     async def release_expired(self) -> int:
         """Release reservations whose gateway never settled them; returns how many."""
         released = 0

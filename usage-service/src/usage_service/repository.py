@@ -93,6 +93,39 @@ class UsageRepository:
         )
         return result.modified_count == 1
 
+    async def set_limit(self, *, user_id: str, period: str, limit: int) -> UsageRecord:
+        """Make `limit` the month's quota, moving `remainingTokens` by the same difference.
+
+        One conditional update on the limit that was read, so concurrent reservations and
+        settlements (which `$inc` the counters and never touch the limit) are kept, and of two
+        concurrent changes each applies its own difference exactly once.
+        """
+        key = usage_key(user_id, period)
+        while True:
+            current = await self._usage.find_one({"_id": key}, {"monthlyTokenLimit": 1})
+            if current is None:
+                fresh = _new_usage(
+                    key, user_id=user_id, period=period, limit=limit, now=datetime.now(UTC)
+                )
+                try:
+                    await self._usage.insert_one(fresh)
+                except DuplicateKeyError:
+                    continue  # created meanwhile: change that one
+                return _to_record(fresh)
+            previous = current["monthlyTokenLimit"]
+            # update_one, not find_one_and_update: SecantusDB scans the collection for the latter.
+            result = await self._usage.update_one(
+                {"_id": key, "monthlyTokenLimit": previous},
+                {
+                    "$set": {"monthlyTokenLimit": limit, "updatedAt": datetime.now(UTC)},
+                    "$inc": {"remainingTokens": limit - previous},
+                },
+            )
+            if result.matched_count == 1:
+                document = await self._usage.find_one({"_id": key})
+                if document is not None:
+                    return _to_record(document)
+
     async def get(self, *, user_id: str, period: str) -> UsageRecord | None:
         document = await self._usage.find_one({"_id": usage_key(user_id, period)})
         return None if document is None else _to_record(document)
@@ -123,6 +156,22 @@ class RequestLogRepository:
             [("userId", ASCENDING), ("createdAt", DESCENDING)], name="user_recent"
         )
         await self._logs.create_index([("requestId", ASCENDING)], name="request_id")
+
+    async def history(
+        self, *, user_id: str, limit: int, before: tuple[datetime, str] | None
+    ) -> list[Document]:
+        """The user's entries older than `before` (createdAt, _id), newest first."""
+        query: Document = {"userId": user_id}
+        if before is not None:
+            created_at, entry_id = before
+            query["$or"] = [
+                {"createdAt": {"$lt": created_at}},
+                {"createdAt": created_at, "_id": {"$lt": entry_id}},
+            ]
+        cursor = self._logs.find(
+            query, sort=[("createdAt", DESCENDING), ("_id", DESCENDING)], limit=limit
+        )
+        return await cursor.to_list()
 
     async def record(self, attempt_id: str, entry: RequestLogEntry) -> bool:
         """Write the entry once; False when this attempt was already logged."""

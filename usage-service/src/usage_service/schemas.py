@@ -80,6 +80,28 @@ class UsageResponse(BaseModel):
     remainingTokens: int
 
 
+class PlanChangeRequest(StrictBody):
+    plan: Plan
+
+
+class RequestHistoryItem(BaseModel):
+    """One logged attempt as operators see it (the log never holds prompts or outputs)."""
+
+    requestId: str
+    model: str
+    status: RequestStatus
+    promptTokens: int
+    completionTokens: int
+    tokensUsed: int
+    responseTimeMs: float
+    createdAt: datetime
+
+
+class RequestHistory(BaseModel):
+    data: list[RequestHistoryItem]
+    nextCursor: str | None = Field(description="Pass as `before` for the next (older) page.")
+
+
 class UsageRecord(BaseModel):
     """One user's usage for one calendar month (UTC)."""
 

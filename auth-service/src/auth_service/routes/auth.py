@@ -10,7 +10,7 @@ from infergate_common.validation import Plan
 from auth_service.deps import UsersDep
 from auth_service.repository import EmailTakenError
 from auth_service.schemas import RegisterRequest, RegisterResponse, VerifyRequest, VerifyResponse
-from auth_service.security import KEY_PREFIX, hash_api_key, issue_api_key
+from auth_service.security import issue_api_key, lookup_hash
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 _log = structlog.get_logger("auth")
@@ -39,9 +39,8 @@ async def register(body: RegisterRequest, users: UsersDep) -> RegisterResponse:
 @router.post("/verify", response_model=VerifyResponse)
 async def verify(body: VerifyRequest, users: UsersDep) -> VerifyResponse:
     """Resolve an API key to its user, by hash."""
-    user = None
-    if body.apiKey.startswith(KEY_PREFIX):
-        user = await users.find_by_key_hash(hash_api_key(body.apiKey))
+    key_hash = lookup_hash(body.apiKey)
+    user = None if key_hash is None else await users.find_by_key_hash(key_hash)
     if user is None:
         _log.info("invalid_api_key")
         raise UnauthorizedError("Invalid API key", code="invalid_api_key")

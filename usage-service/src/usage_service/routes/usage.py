@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 from infergate_common.errors import error_responses
 from infergate_common.validation import Plan, UserId
 
-from usage_service.deps import MeteringDep
+from usage_service.deps import MeteringDep, RequestLogsDep
+from usage_service.history import history_page
 from usage_service.schemas import (
     AttemptLogRequest,
+    PlanChangeRequest,
+    RequestHistory,
     ReserveRequest,
     ReserveResponse,
     SettleRequest,
@@ -48,3 +53,26 @@ async def get_usage(
 ) -> UsageResponse:
     """This month's usage of one user (a user with no usage yet has used nothing)."""
     return await metering.usage(user_id=user_id, plan=plan)
+
+
+@router.put("/{user_id}/plan", response_model=UsageResponse)
+async def change_plan(
+    user_id: UserId, body: PlanChangeRequest, metering: MeteringDep
+) -> UsageResponse:
+    """Apply a new plan's monthly quota to this month (limit and remainder move together)."""
+    return await metering.change_plan(user_id=user_id, plan=body.plan)
+
+
+@router.get(
+    "/{user_id}/requests",
+    response_model=RequestHistory,
+    responses=error_responses(400),
+)
+async def request_history(
+    user_id: UserId,
+    logs: RequestLogsDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> RequestHistory:
+    """One user's request log, newest first; `nextCursor` continues with older entries."""
+    return await history_page(logs, user_id=user_id, limit=limit, before=before)

@@ -1,0 +1,104 @@
+"""A short-lived in-process cache of verified API keys, so a busy key does not cost a call to
+auth-service on every request.
+
+Entries are keyed by the key's SHA-256 (the key itself is never kept) and trusted for at most
+KEY_CACHE_SECONDS counted from when the verification *started*: a key revoked at time t was last
+verified before t, so no replica trusts it after t + TTL, even when that verification was still
+in flight during the revocation. Only successful verifications are cached, so a new key works at
+once and unknown keys cannot fill the cache. The replica that rotates or revokes a key drops it at
+once and refuses verifications of it that started before (they may have read the old state).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from api_gateway.schemas import VerifiedUser
+
+DEFAULT_MAX_ENTRIES = 10_000
+
+
+def _digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class VerifiedKeyCache:
+    """Bounded (least recently stored go first) and single-threaded: used from the event loop."""
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl_seconds
+        self._max = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, VerifiedUser]] = OrderedDict()
+        # digest -> when it was invalidated: verifications that started earlier are not stored.
+        self._invalidated: OrderedDict[str, float] = OrderedDict()
+
+    def now(self) -> float:
+        """The clock `put`'s `verified_at` is read from."""
+        return self._clock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, api_key: str) -> VerifiedUser | None:
+        if self.ttl <= 0:
+            return None
+        digest = _digest(api_key)
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        expires, user = entry
+        if expires <= self._clock():
+            del self._entries[digest]
+            return None
+        return user
+
+    def put(self, api_key: str, user: VerifiedUser, *, verified_at: float) -> None:
+        """Keep a verification that started at `verified_at` (`now()` read before the call)."""
+        now = self._clock()
+        expires = verified_at + self.ttl
+        if expires <= now:
+            return
+        digest = _digest(api_key)
+        self._forget_old_invalidations(now)
+        invalidated = self._invalidated.get(digest)
+        if invalidated is not None and verified_at <= invalidated:
+            return
+        self._entries[digest] = (expires, user)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, api_key: str) -> None:
+        """Forget this key now (after rotating or revoking it)."""
+        digest = _digest(api_key)
+        self._entries.pop(digest, None)
+        if self.ttl <= 0:
+            return
+        self._invalidated[digest] = self._clock()
+        self._invalidated.move_to_end(digest)
+        while len(self._invalidated) > self._max:
+            self._invalidated.popitem(last=False)
+
+    def invalidate_user(self, user_id: str) -> None:
+        """Forget every key of this user (after a plan change, so the new plan applies at once)."""
+        stale = [digest for digest, (_, user) in self._entries.items() if user.userId == user_id]
+        for digest in stale:
+            del self._entries[digest]
+
+    def _forget_old_invalidations(self, now: float) -> None:
+        # Past one TTL an invalidation no longer matters: older verifications have expired.
+        while self._invalidated:
+            digest, at = next(iter(self._invalidated.items()))
+            if at + self.ttl > now:
+                break
+            del self._invalidated[digest]

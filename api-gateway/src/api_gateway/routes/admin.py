@@ -1,0 +1,111 @@
+"""The admin API: find users, change their plan, read their usage and request history.
+
+Mounted only when ADMIN_TOKEN is set, and never routed by nginx: operators call a gateway
+directly. Plan limits stay configuration (FREE_*/PRO_* settings); only the user's plan changes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Depends, Query
+from infergate_common.errors import BadRequestError, error_responses
+from infergate_common.validation import UserId, normalize_email
+
+from api_gateway.admin_auth import require_admin
+from api_gateway.admin_schemas import (
+    AdminUsage,
+    AdminUser,
+    AdminUserList,
+    Cursor,
+    PlanChange,
+    PlanChanged,
+    RequestHistory,
+)
+from api_gateway.deps import AuthClientDep, KeyCacheDep, SettingsDep, UsageClientDep
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=error_responses(401, 404, 503, 504),
+)
+_log = structlog.get_logger("admin")
+
+
+@router.get("/users", response_model=AdminUserList)
+async def find_users(
+    auth: AuthClientDep, email: Annotated[str, Query(min_length=1, max_length=254)]
+) -> AdminUserList:
+    """The users with this email: at most one (emails are unique, compared lower-cased)."""
+    try:
+        normalized = normalize_email(email)
+    except ValueError:
+        raise BadRequestError("A valid email is required", code="validation_error") from None
+    return AdminUserList(data=await auth.users_by_email(normalized))
+
+
+@router.get("/users/{user_id}", response_model=AdminUser)
+async def get_user(user_id: UserId, auth: AuthClientDep) -> AdminUser:
+    """One user, by id."""
+    return await auth.user(user_id)
+
+
+@router.put("/users/{user_id}/plan", response_model=PlanChanged)
+async def set_plan(
+    user_id: UserId,
+    body: PlanChange,
+    auth: AuthClientDep,
+    usage: UsageClientDep,
+    cache: KeyCacheDep,
+    settings: SettingsDep,
+) -> PlanChanged:
+    """Move a user to FREE or PRO: the plan's request and token limits apply to the next request.
+
+    Idempotent: repeat it if it failed halfway (the quota moves by the difference only once)."""
+    user = await auth.set_plan(user_id, body.plan)
+    month = await usage.set_plan(user_id, body.plan)
+    # This replica forgets the user's cached keys now; the others within KEY_CACHE_SECONDS.
+    cache.invalidate_user(user_id)
+    _log.info("plan_changed", user_id=user_id, plan=user.plan.value)
+    return PlanChanged(
+        userId=user_id,
+        plan=user.plan,
+        monthlyLimit=month.monthlyTokenLimit,
+        remainingTokens=month.remainingTokens,
+        requestsPerWindow=settings.rate_limit(user.plan),
+        windowSeconds=settings.rate_limit_window,
+    )
+
+
+@router.get("/users/{user_id}/usage", response_model=AdminUsage)
+async def user_usage(user_id: UserId, auth: AuthClientDep, usage: UsageClientDep) -> AdminUsage:
+    """This calendar month's (UTC) token figures of one user."""
+    user = await auth.user(user_id)
+    month = await usage.month_of(user_id, user.plan)
+    limit = month.monthlyTokenLimit
+    return AdminUsage(
+        userId=user_id,
+        plan=user.plan,
+        period=month.period,
+        usedTokens=month.usedTokens,
+        reservedTokens=month.reservedTokens,
+        monthlyLimit=limit,
+        remainingTokens=month.remainingTokens,
+        percentageUsed=round(month.usedTokens / limit * 100, 2) if limit else 0.0,
+    )
+
+
+@router.get("/users/{user_id}/requests", response_model=RequestHistory)
+async def user_requests(
+    user_id: UserId,
+    auth: AuthClientDep,
+    usage: UsageClientDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[Cursor | None, Query()] = None,
+) -> RequestHistory:
+    """One user's request log, newest first, `limit` a page; pass `nextCursor` as `before` for
+    the next page. Token counts, status and timing only: prompts and outputs are never kept."""
+    await auth.user(user_id)  # 404 for an unknown user, rather than an empty history
+    return await usage.history(user_id, limit=limit, before=before)

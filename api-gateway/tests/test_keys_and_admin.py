@@ -1,0 +1,411 @@
+"""Key rotation and revocation, the verified-key cache, and the admin API of the gateway, with
+auth and usage replaced at the HTTP edge and real Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as redis
+from api_gateway.config import Settings
+from api_gateway.main import create_app
+from fastapi import FastAPI
+from gateway_downstream import USER_ID, VALID_KEY, Downstream
+from pydantic import SecretStr, ValidationError
+
+TOKEN = "unit-test-internal-token-0123456789"
+ADMIN = "unit-test-admin-token-0123456789"
+AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
+KEY = {"x-api-key": VALID_KEY}
+AS_ADMIN = {"authorization": f"Bearer {ADMIN}"}
+USER = {
+    "userId": USER_ID,
+    "email": "ada@example.com",
+    "plan": "FREE",
+    "keyPrefix": "sk_abcdefg",
+    "createdAt": "2026-01-02T03:04:05Z",
+}
+MONTH = {
+    "userId": USER_ID,
+    "period": "2026-11",
+    "usedTokens": 1200,
+    "reservedTokens": 300,
+    "monthlyTokenLimit": 50000,
+    "remainingTokens": 48500,
+}
+
+
+def reply(status: int, body: Any) -> Callable[[httpx.Request], httpx.Response]:
+    return lambda _: httpx.Response(status, json=body)
+
+
+def settings_for(redis_port: int, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "internal_token": SecretStr(TOKEN),
+        "auth_service_url": "http://auth.test",
+        "usage_service_url": "http://usage.test",
+        "ai_service_url": "http://ai.test",
+        "redis_port": redis_port,
+        "free_rate_limit": 3,
+        "pro_rate_limit": 7,
+        "admin_token": SecretStr(ADMIN),
+        "log_format": "json",
+    }
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture
+async def redis_client(redis_port: int) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis(port=redis_port)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def downstream() -> Downstream:
+    downstream = Downstream()
+    downstream.override("auth", f"/auth/users/{USER_ID}", reply(200, USER))
+    downstream.override("auth", f"/auth/users/{USER_ID}/plan", reply(200, {**USER, "plan": "PRO"}))
+    downstream.override("usage", f"/usage/{USER_ID}/plan", reply(200, MONTH))
+    return downstream
+
+
+@pytest.fixture
+def open_gateway(
+    app_client: AppClient, downstream: Downstream, redis_port: int, redis_client: redis.Redis
+) -> Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]:
+    def open_app(**overrides: Any) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+        app = create_app(settings_for(redis_port, **overrides), transport=downstream.transport())
+        return app_client(app)
+
+    return open_app
+
+
+@pytest.fixture
+async def gateway(
+    open_gateway: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with open_gateway() as client:
+        yield client
+
+
+def verify_calls(downstream: Downstream) -> int:
+    return downstream.paths("auth").count("/auth/verify")
+
+
+# -- the verified-key cache in the request path ---------------------------------------------------
+
+
+async def test_a_verified_key_is_not_verified_again_within_the_cache_ttl(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    for _ in range(3):
+        assert (await gateway.get("/test", headers=KEY)).status_code == 200
+    assert verify_calls(downstream) == 1
+
+
+async def test_unknown_keys_are_never_cached(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    for _ in range(2):
+        assert (await gateway.get("/test", headers={"x-api-key": "sk_nope"})).status_code == 401
+    assert verify_calls(downstream) == 2
+
+
+async def test_key_cache_seconds_zero_verifies_every_request(
+    open_gateway: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
+    downstream: Downstream,
+) -> None:
+    async with open_gateway(key_cache_seconds=0) as gateway:
+        for _ in range(3):
+            await gateway.get("/test", headers=KEY)
+    assert verify_calls(downstream) == 3
+
+
+@pytest.mark.parametrize("seconds", [-0.1, 1.5])
+def test_key_cache_seconds_is_bounded_by_the_revocation_guarantee(
+    redis_port: int, seconds: float
+) -> None:
+    with pytest.raises(ValidationError):
+        settings_for(redis_port, key_cache_seconds=seconds)
+
+
+# -- rotate and revoke --------------------------------------------------------------------------
+
+
+async def test_rotate_returns_the_new_key_once_and_drops_the_old_one_from_the_cache(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    await gateway.get("/test", headers=KEY)  # cached
+    downstream.override(
+        "auth",
+        "/auth/keys/rotate",
+        reply(200, {"message": "x", "userId": USER_ID, "apiKey": "sk_fresh", "plan": "FREE"}),
+    )
+    response = await gateway.post("/v1/keys/rotate", headers=KEY)
+    assert response.status_code == 200
+    assert response.json() == {"message": "API key rotated", "apiKey": "sk_fresh", "plan": "FREE"}
+    assert downstream.bodies("auth", "/auth/keys/rotate") == [{"apiKey": VALID_KEY}]
+    # auth-service now refuses the old key: this replica asks again instead of trusting its cache.
+    downstream.override(
+        "auth",
+        "/auth/verify",
+        reply(401, {"message": "Invalid API key", "code": "invalid_api_key"}),
+    )
+    assert (await gateway.get("/test", headers=KEY)).status_code == 401
+
+
+async def test_revoke_accepts_a_bearer_key_and_the_key_is_refused_at_once(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    bearer = {"authorization": f"Bearer {VALID_KEY}"}
+    assert (await gateway.get("/test", headers=bearer)).status_code == 200
+    downstream.override(
+        "auth", "/auth/keys/revoke", reply(200, {"message": "x", "userId": USER_ID})
+    )
+    response = await gateway.delete("/v1/keys/current", headers=bearer)
+    assert response.status_code == 200
+    assert response.json() == {"message": "API key revoked"}
+    assert downstream.bodies("auth", "/auth/keys/revoke") == [{"apiKey": VALID_KEY}]
+    downstream.override(
+        "auth",
+        "/auth/verify",
+        reply(401, {"message": "Invalid API key", "code": "invalid_api_key"}),
+    )
+    assert (await gateway.get("/test", headers=bearer)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v1/keys/rotate"), ("DELETE", "/v1/keys/current")]
+)
+async def test_key_routes_need_a_key_and_pass_on_auths_refusal(
+    gateway: httpx.AsyncClient, downstream: Downstream, method: str, path: str
+) -> None:
+    missing = await gateway.request(method, path)
+    assert (missing.status_code, missing.json()["code"]) == (401, "api_key_missing")
+    assert downstream.calls == []
+    refuse = reply(401, {"message": "Invalid API key", "code": "invalid_api_key"})
+    downstream.override("auth", "/auth/keys/rotate", refuse)
+    downstream.override("auth", "/auth/keys/revoke", refuse)
+    refused = await gateway.request(method, path, headers={"x-api-key": "sk_old"})
+    assert (refused.status_code, refused.json()["message"]) == (401, "Invalid API key")
+
+
+async def test_key_routes_answer_503_when_auth_is_down(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    downstream.override(
+        "auth", "/auth/keys/rotate", reply(503, {"message": "Database unavailable"})
+    )
+    assert (await gateway.post("/v1/keys/rotate", headers=KEY)).status_code == 503
+
+
+# -- the admin API ------------------------------------------------------------------------------
+
+
+async def test_the_admin_api_does_not_exist_without_an_admin_token(
+    open_gateway: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
+) -> None:
+    async with open_gateway(admin_token=SecretStr("")) as gateway:
+        response = await gateway.get(f"/admin/users/{USER_ID}", headers=AS_ADMIN)
+        assert response.status_code == 404
+        put = await gateway.put(f"/admin/users/{USER_ID}/plan", json={"plan": "PRO"})
+        assert put.status_code == 404
+        schema = (await gateway.get("/openapi.json")).json()
+    assert not [path for path in schema["paths"] if path.startswith("/admin")]
+
+
+def test_a_short_admin_token_is_refused_at_startup(redis_port: int) -> None:
+    with pytest.raises(ValidationError):
+        settings_for(redis_port, admin_token=SecretStr("short"))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"authorization": "Bearer wrong-admin-token-0123456789"},
+        {"x-admin-token": ADMIN[:-1]},
+        {"authorization": f"Basic {ADMIN}"},
+        {"x-api-key": VALID_KEY},
+    ],
+)
+async def test_admin_routes_refuse_a_missing_or_wrong_token_with_401(
+    gateway: httpx.AsyncClient, downstream: Downstream, headers: dict[str, str]
+) -> None:
+    response = await gateway.put(
+        f"/admin/users/{USER_ID}/plan", json={"plan": "PRO"}, headers=headers
+    )
+    assert response.status_code == 401
+    assert response.json()["code"] == "admin_auth_failed"
+    assert downstream.calls == []
+
+
+@pytest.mark.parametrize("headers", [AS_ADMIN, {"x-admin-token": ADMIN}])
+async def test_admin_reads_a_user_with_either_header(
+    gateway: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    response = await gateway.get(f"/admin/users/{USER_ID}", headers=headers)
+    assert response.status_code == 200
+    assert response.json()["email"] == "ada@example.com"
+
+
+async def test_set_plan_updates_auth_then_usage_and_forgets_cached_keys(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    await gateway.get("/test", headers=KEY)  # FREE, cached
+    response = await gateway.put(
+        f"/admin/users/{USER_ID}/plan", json={"plan": "PRO"}, headers=AS_ADMIN
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "message": "Plan updated",
+        "userId": USER_ID,
+        "plan": "PRO",
+        "monthlyLimit": 50000,
+        "remainingTokens": 48500,
+        "requestsPerWindow": 7,
+        "windowSeconds": 60,
+    }
+    order = [(c.service, c.path) for c in downstream.calls if "/plan" in c.path]
+    assert order == [("auth", f"/auth/users/{USER_ID}/plan"), ("usage", f"/usage/{USER_ID}/plan")]
+    assert downstream.bodies("usage", f"/usage/{USER_ID}/plan") == [{"plan": "PRO"}]
+    downstream.override(
+        "auth", "/auth/verify", reply(200, {"valid": True, "userId": USER_ID, "plan": "PRO"})
+    )
+    test = await gateway.get("/test", headers=KEY)
+    assert test.json()["user"]["plan"] == "PRO"
+    assert test.headers["x-ratelimit-limit-requests"] == "7"
+
+
+async def test_admin_usage_reports_this_months_figures_for_the_users_plan(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    seen: list[httpx.URL] = []
+
+    def month(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json=MONTH)
+
+    downstream.override("usage", f"/usage/{USER_ID}", month)
+    response = await gateway.get(f"/admin/users/{USER_ID}/usage", headers=AS_ADMIN)
+    assert response.status_code == 200
+    assert response.json() == {
+        "userId": USER_ID,
+        "plan": "FREE",
+        "period": "2026-11",
+        "usedTokens": 1200,
+        "reservedTokens": 300,
+        "monthlyLimit": 50000,
+        "remainingTokens": 48500,
+        "percentageUsed": 2.4,
+    }
+    assert seen[0].params["plan"] == "FREE"  # a user with no usage yet gets their plan's quota
+
+
+async def test_admin_request_history_passes_the_page_through(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    seen: list[httpx.URL] = []
+    page = {
+        "data": [
+            {
+                "requestId": "r-1",
+                "model": "llama3",
+                "status": "SUCCESS",
+                "promptTokens": 9,
+                "completionTokens": 3,
+                "tokensUsed": 12,
+                "responseTimeMs": 40.5,
+                "createdAt": "2026-11-02T03:04:05.123Z",
+            }
+        ],
+        "nextCursor": "MTIzOmFiYw",
+    }
+
+    def history(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json=page)
+
+    downstream.override("usage", f"/usage/{USER_ID}/requests", history)
+    response = await gateway.get(
+        f"/admin/users/{USER_ID}/requests",
+        params={"limit": 1, "before": "MTIzOmFiYw"},
+        headers=AS_ADMIN,
+    )
+    assert response.status_code == 200
+    assert response.json()["nextCursor"] == "MTIzOmFiYw"
+    assert response.json()["data"][0]["tokensUsed"] == 12
+    assert "prompt" not in json.dumps(response.json()).replace("promptTokens", "")
+    assert (seen[0].params["limit"], seen[0].params["before"]) == ("1", "MTIzOmFiYw")
+
+
+async def test_admin_routes_answer_404_for_an_unknown_user(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    other = "0" * 24
+    downstream.override(
+        "auth",
+        f"/auth/users/{other}",
+        reply(404, {"message": "User not found", "code": "user_not_found"}),
+    )
+    for path in (f"/admin/users/{other}/usage", f"/admin/users/{other}/requests"):
+        response = await gateway.get(path, headers=AS_ADMIN)
+        assert (response.status_code, response.json()["code"]) == (404, "user_not_found")
+    assert "usage" not in {c.service for c in downstream.calls}
+
+
+async def test_admin_finds_users_by_normalised_email(
+    gateway: httpx.AsyncClient, downstream: Downstream
+) -> None:
+    seen: list[httpx.URL] = []
+
+    def users(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json={"data": [USER]})
+
+    downstream.override("auth", "/auth/users", users)
+    response = await gateway.get(
+        "/admin/users", params={"email": " Ada@Example.COM"}, headers=AS_ADMIN
+    )
+    assert response.status_code == 200
+    assert response.json() == {"data": [USER]}
+    assert seen[0].params["email"] == "ada@example.com"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/admin/users/not-a-user-id/usage", None),
+        ("GET", "/admin/users/" + "g" * 24, None),
+        ("GET", "/admin/users/" + "a" * 25 + "/requests", None),
+        ("PUT", f"/admin/users/{USER_ID}/plan", {"plan": "GOLD"}),
+        ("PUT", f"/admin/users/{USER_ID}/plan", {"plan": "pro"}),
+        ("PUT", f"/admin/users/{USER_ID}/plan", {"plan": "PRO", "limit": 10**9}),
+        ("PUT", f"/admin/users/{USER_ID}/plan", {}),
+        ("GET", f"/admin/users/{USER_ID}/requests?limit=0", None),
+        ("GET", f"/admin/users/{USER_ID}/requests?limit=501", None),
+        ("GET", f"/admin/users/{USER_ID}/requests?before=%24where", None),
+        ("GET", "/admin/users", None),
+        ("GET", "/admin/users?email=not-an-email", None),
+    ],
+)
+async def test_admin_routes_validate_their_input_with_400(
+    gateway: httpx.AsyncClient, downstream: Downstream, method: str, path: str, body: object
+) -> None:
+    response = await gateway.request(method, path, json=body, headers=AS_ADMIN)
+    assert response.status_code == 400, response.text
+    assert downstream.calls == []
+
+
+async def test_the_admin_api_is_in_the_openapi_document_when_enabled(
+    gateway: httpx.AsyncClient,
+) -> None:
+    paths = (await gateway.get("/openapi.json")).json()["paths"]
+    assert {"/admin/users/{user_id}/plan", "/admin/users/{user_id}/requests"} <= set(paths)
+    assert {"/v1/keys/rotate", "/v1/keys/current"} <= set(paths)

@@ -1,0 +1,252 @@
+"""usage-service plan changes (the month's limit and remainder move together) and the paginated
+request history, against a real MongoDB-protocol server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from infergate_devstack.components.datastores import mongo_uri
+from pydantic import SecretStr
+from pymongo import AsyncMongoClient
+from usage_service.config import Settings
+from usage_service.cursors import decode_cursor, encode_cursor
+from usage_service.main import create_app
+
+TOKEN = "unit-test-internal-token-0123456789"
+HEADERS = {"x-internal-token": TOKEN}
+AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def db_uri(mongo_port: int) -> str:
+    return mongo_uri(mongo_port, f"usage-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+async def db(db_uri: str) -> AsyncIterator[Any]:
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(db_uri, tz_aware=True)
+    yield mongo.get_default_database()
+    await mongo.close()
+
+
+@pytest.fixture
+async def client(app_client: AppClient, db_uri: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        internal_token=SecretStr(TOKEN),
+        mongo_uri=db_uri,
+        free_monthly_tokens=1000,
+        pro_monthly_tokens=20000,
+        log_format="json",
+    )
+    async with app_client(create_app(settings)) as c:
+        yield c
+
+
+def new_user() -> str:
+    return uuid.uuid4().hex[:24]
+
+
+async def reserve(client: httpx.AsyncClient, user: str, tokens: int, plan: str = "FREE") -> Any:
+    body = {"requestId": "r-1", "userId": user, "plan": plan, "tokens": tokens, "model": "m"}
+    return await client.post("/usage/reserve", json=body, headers=HEADERS)
+
+
+async def set_plan(client: httpx.AsyncClient, user: str, plan: str) -> dict[str, Any]:
+    response = await client.put(f"/usage/{user}/plan", json={"plan": plan}, headers=HEADERS)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def settle(client: httpx.AsyncClient, user: str, reservation: dict[str, Any]) -> None:
+    body = {
+        "reservationId": reservation["reservationId"],
+        "requestId": "r-1",
+        "userId": user,
+        "period": reservation["period"],
+        "reservedTokens": reservation["reservedTokens"],
+        "promptTokens": 100,
+        "completionTokens": 0,
+        "status": "SUCCESS",
+        "model": "m",
+        "responseTimeMs": 1.0,
+    }
+    assert (await client.post("/usage/settle", json=body, headers=HEADERS)).status_code == 200
+
+
+async def test_upgrade_moves_the_limit_and_the_remainder_by_the_difference(
+    client: httpx.AsyncClient,
+) -> None:
+    user = new_user()
+    held = (await reserve(client, user, 300)).json()
+    await settle(client, user, held)  # 100 used
+    await reserve(client, user, 200)  # 200 reserved, still open
+    assert (await reserve(client, user, 800)).status_code == 403
+    usage = await set_plan(client, user, "PRO")
+    assert (usage["monthlyTokenLimit"], usage["usedTokens"], usage["reservedTokens"]) == (
+        20000,
+        100,
+        200,
+    )
+    assert usage["remainingTokens"] == 20000 - 100 - 200
+    assert (await reserve(client, user, 800)).status_code == 201
+
+
+async def test_downgrade_can_leave_nothing_to_reserve(client: httpx.AsyncClient) -> None:
+    user = new_user()
+    await set_plan(client, user, "PRO")
+    held = (await reserve(client, user, 5000, plan="PRO")).json()
+    await settle(client, user, held)
+    usage = await set_plan(client, user, "FREE")
+    assert (usage["monthlyTokenLimit"], usage["remainingTokens"]) == (1000, 1000 - 100 - 0)
+    assert usage["usedTokens"] == 100
+
+
+async def test_a_plan_change_before_any_use_creates_the_month(client: httpx.AsyncClient) -> None:
+    user = new_user()
+    usage = await set_plan(client, user, "PRO")
+    assert (usage["monthlyTokenLimit"], usage["remainingTokens"], usage["usedTokens"]) == (
+        20000,
+        20000,
+        0,
+    )
+    # A reservation sent with a stale plan does not undo it.
+    assert (await reserve(client, user, 5000, plan="FREE")).status_code == 201
+
+
+async def test_setting_the_same_plan_twice_changes_nothing(client: httpx.AsyncClient) -> None:
+    user = new_user()
+    await reserve(client, user, 100)
+    first = await set_plan(client, user, "PRO")
+    assert await set_plan(client, user, "PRO") == first
+
+
+async def test_plan_changes_racing_reservations_keep_the_books_balanced(
+    client: httpx.AsyncClient,
+) -> None:
+    user = new_user()
+    await reserve(client, user, 10)
+    calls = [reserve(client, user, 70) for _ in range(30)]
+    calls += [
+        client.put(f"/usage/{user}/plan", json={"plan": plan}, headers=HEADERS)
+        for plan in ("PRO", "FREE", "PRO", "FREE", "PRO")
+    ]
+    results = await asyncio.gather(*calls)
+    assert all(r.status_code in {200, 201, 403} for r in results)
+    granted = sum(1 for r in results[:30] if r.status_code == 201)
+    usage = (await client.get(f"/usage/{user}", headers=HEADERS)).json()
+    assert usage["monthlyTokenLimit"] in {1000, 20000}  # whichever change landed last
+    assert usage["reservedTokens"] == 10 + 70 * granted
+    assert usage["remainingTokens"] == usage["monthlyTokenLimit"] - 10 - 70 * granted
+    usage = await set_plan(client, user, "PRO")
+    assert usage["remainingTokens"] == 20000 - 10 - 70 * granted
+
+
+async def write_logs(db: Any, user: str, count: int, *, same_ms: int = 0) -> list[str]:
+    """`count` entries a millisecond apart (the last `same_ms` sharing one time); newest first."""
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    docs: list[dict[str, Any]] = []
+    for i in range(count):
+        at = base + timedelta(milliseconds=min(i, count - same_ms))
+        docs.append(
+            {
+                "_id": uuid.uuid4().hex,
+                "requestId": f"req-{i}",
+                "userId": user,
+                "model": "m",
+                "promptTokens": i,
+                "completionTokens": 1,
+                "tokensUsed": i + 1,
+                "responseTimeMs": 2.5,
+                "status": "SUCCESS",
+                "createdAt": at,
+            }
+        )
+    await db["requestlogs"].insert_many(docs)
+    ordered = sorted(docs, key=lambda d: (d["createdAt"], d["_id"]), reverse=True)
+    return [str(d["requestId"]) for d in ordered]
+
+
+async def history(client: httpx.AsyncClient, user: str, **params: Any) -> httpx.Response:
+    return await client.get(f"/usage/{user}/requests", params=params, headers=HEADERS)
+
+
+@pytest.mark.parametrize("same_ms", [0, 6])
+async def test_history_pages_through_every_entry_once_newest_first(
+    client: httpx.AsyncClient, db: Any, same_ms: int
+) -> None:
+    user = new_user()
+    expected = await write_logs(db, user, 11, same_ms=same_ms)
+    await write_logs(db, new_user(), 3)  # someone else's
+    seen: list[str] = []
+    cursor = None
+    for _ in range(5):
+        params: dict[str, Any] = {"limit": 4, **({"before": cursor} if cursor else {})}
+        response = await history(client, user, **params)
+        assert response.status_code == 200
+        page = response.json()
+        seen += [item["requestId"] for item in page["data"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == expected
+    assert len(page["data"]) == 3
+
+
+async def test_history_items_hold_no_prompt_and_a_full_last_page_has_no_cursor(
+    client: httpx.AsyncClient, db: Any
+) -> None:
+    user = new_user()
+    await write_logs(db, user, 2)
+    page = (await history(client, user, limit=2)).json()
+    assert page["nextCursor"] is None
+    assert set(page["data"][0]) == {
+        "requestId",
+        "model",
+        "status",
+        "promptTokens",
+        "completionTokens",
+        "tokensUsed",
+        "responseTimeMs",
+        "createdAt",
+    }
+    assert (await history(client, new_user())).json() == {"data": [], "nextCursor": None}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 501},
+        {"limit": "x"},
+        {"before": "not-a-cursor"},
+        {"before": "bm9wZQ"},
+        {"before": encode_cursor(datetime.now(UTC), "x") + "$"},
+    ],
+)
+async def test_history_rejects_invalid_queries_with_400(
+    client: httpx.AsyncClient, params: dict[str, Any]
+) -> None:
+    assert (await history(client, new_user(), **params)).status_code == 400
+
+
+def test_cursors_round_trip_to_the_millisecond() -> None:
+    moment = datetime(2026, 5, 17, 8, 30, 1, 123000, tzinfo=UTC)
+    assert decode_cursor(encode_cursor(moment, "abc123")) == (moment, "abc123")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/usage/not-a-user/plan", {"plan": "PRO"}), ("/usage/" + "a" * 24 + "/plan", {"plan": "X"})],
+)
+async def test_plan_change_rejects_invalid_input_with_400(
+    client: httpx.AsyncClient, path: str, body: Any
+) -> None:
+    assert (await client.put(path, json=body, headers=HEADERS)).status_code == 400
