@@ -67,7 +67,6 @@ async def admit(
     turn: ChatTurn,
     call: ModelCall,
     limiter: SlidingWindowLimiter,
-    usage: UsageClient,
 ) -> Reservation:
     """Rate limit, then reserve; both refusals are logged as attempts and carry their headers."""
     check_prompt_length(call, turn.settings)
@@ -79,7 +78,7 @@ async def admit(
     try:
         reservation = await turn.reserve(call)
     except ForbiddenError:
-        await _record_current_usage(request, usage, turn.user)
+        await _record_current_usage(request, turn.usage, turn.user)
         raise
     record_tokens(
         request.scope, TokenBudget(reservation.monthlyTokenLimit, reservation.remainingTokens)

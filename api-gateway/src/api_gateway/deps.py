@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, cast
 
 import structlog
@@ -9,6 +10,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from infergate_common.errors import UnauthorizedError
 
+from api_gateway.chat import ChatTurn
 from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings
@@ -97,6 +99,21 @@ async def authenticate(
 
 
 CurrentUser = Annotated[VerifiedUser, Depends(authenticate)]
+
+
+def new_chat_turn(
+    settings: SettingsDep,
+    usage: UsageClientDep,
+    ai: AiClientDep,
+    user: CurrentUser,
+    request_id: RequestIdDep,
+    breaker: BreakerDep,
+) -> ChatTurn:
+    """One chat turn of the authenticated caller (shared by /v1/chat and the OpenAI route)."""
+    return ChatTurn(settings, usage, ai, user, request_id, time.perf_counter(), breaker)
+
+
+ChatTurnDep = Annotated[ChatTurn, Depends(new_chat_turn)]
 
 
 def client_address(request: Request) -> str:

@@ -10,16 +10,13 @@ from fastapi.responses import StreamingResponse
 from infergate_common.errors import error_responses
 
 from api_gateway.admission import admit, record_usage, show_window
-from api_gateway.chat import ChatTurn
 from api_gateway.deps import (
     AiClientDep,
-    BreakerDep,
     CatalogDep,
+    ChatTurnDep,
     CurrentUser,
     LimiterDep,
-    RequestIdDep,
     SettingsDep,
-    UsageClientDep,
 )
 from api_gateway.openai_format import CompletionIds, completion, completion_chunks
 from api_gateway.openai_schemas import (
@@ -45,18 +42,12 @@ router = APIRouter(tags=["openai"])
 async def chat_completions(
     request: Request,
     body: ChatCompletionRequest,
-    user: CurrentUser,
-    settings: SettingsDep,
+    turn: ChatTurnDep,
     limiter: LimiterDep,
-    usage: UsageClientDep,
-    ai: AiClientDep,
     catalog: CatalogDep,
-    breaker: BreakerDep,
-    request_id: RequestIdDep,
 ) -> ChatCompletion | StreamingResponse:
     """OpenAI chat completions (streaming with `stream: true`, usage with `stream_options`)."""
     model = catalog.resolve(body.model)
-    turn = ChatTurn(settings, usage, ai, user, request_id, time.perf_counter(), breaker)
     call = turn.model_call(
         body.conversation(),
         model=model,
@@ -66,7 +57,7 @@ async def chat_completions(
         seed=body.seed,
         stop=body.stop_list(),
     )
-    reservation = await admit(request, turn=turn, call=call, limiter=limiter, usage=usage)
+    reservation = await admit(request, turn=turn, call=call, limiter=limiter)
     ids = CompletionIds(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model)
     if body.stream:
         events = await first_event(turn.stream(call, reservation))

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Request, status
 from fastapi.responses import StreamingResponse
 from infergate_common.errors import RateLimitedError, error_responses
 
 from api_gateway.admission import admit, count_request, record_usage, show_window
-from api_gateway.chat import ChatTurn
 from api_gateway.deps import (
-    AiClientDep,
     AuthClientDep,
-    BreakerDep,
     CatalogDep,
+    ChatTurnDep,
     ClientAddressDep,
     CurrentUser,
     LimiterDep,
-    RequestIdDep,
     SettingsDep,
     UsageClientDep,
 )
@@ -75,24 +70,18 @@ async def register(
 async def chat(
     request: Request,
     body: ChatRequest,
-    user: CurrentUser,
-    settings: SettingsDep,
+    turn: ChatTurnDep,
     limiter: LimiterDep,
-    usage: UsageClientDep,
-    ai: AiClientDep,
     catalog: CatalogDep,
-    breaker: BreakerDep,
-    request_id: RequestIdDep,
 ) -> ChatResponse | StreamingResponse:
     """Send a prompt to the model. Tokens are reserved before it runs (403 if the month is short).
 
     With `"stream": true` the answer is Server-Sent Events: `{"type":"delta","output":...}` per
     chunk, then `{"type":"done","tokensUsed":...}` (or an `error` event)."""
-    turn = ChatTurn(settings, usage, ai, user, request_id, time.perf_counter(), breaker)
     call = turn.model_call(
         [{"role": "user", "content": body.prompt}], model=catalog.resolve(body.model)
     )
-    reservation = await admit(request, turn=turn, call=call, limiter=limiter, usage=usage)
+    reservation = await admit(request, turn=turn, call=call, limiter=limiter)
     if body.stream:
         events = await first_event(turn.stream(call, reservation))
         return event_stream(infergate_events(events))
