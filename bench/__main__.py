@@ -40,6 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--label", default=None, help="results name: <label>.json/.png (latest / soak-latest)"
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--gateway-replicas", type=int, default=1, help="gateway processes (1)")
     parser.add_argument("--data-dir", type=Path, help="keep the stack's data and logs here")
     return parser.parse_args(argv)
 
@@ -57,6 +58,7 @@ def options_from(args: argparse.Namespace) -> Options:
         scenarios=args.scenarios,
         log_level=args.log_level,
         data_dir=args.data_dir,
+        gateway_replicas=args.gateway_replicas,
     )
 
 

@@ -37,6 +37,7 @@ class Options:
     scenarios: Sequence[str]
     log_level: str
     data_dir: Path | None
+    gateway_replicas: int = 1
 
 
 @dataclass
@@ -76,7 +77,12 @@ def prepared_stack(options: Options, *, keep_series: bool = False) -> Iterator[P
         progress(f"warning: the machine is already {busy:.0f} %CPU busy; figures will be low")
     with data_directory(options.data_dir) as data_dir:
         progress(f"starting the stack in {data_dir} (LOG_LEVEL={options.log_level})")
-        with running_stack(data_dir / "stack", log_level=options.log_level) as bench:
+        stack = running_stack(
+            data_dir / "stack",
+            log_level=options.log_level,
+            gateway_replicas=options.gateway_replicas,
+        )
+        with stack as bench:
             pids = bench.pids()
             progress("processes: " + " ".join(f"{name}={pid}" for name, pid in pids.items()))
             with RssSampler(pids, keep_series=keep_series) as sampler:
@@ -175,6 +181,7 @@ def run_benchmark(options: Options) -> dict[str, Any]:
             "concurrency": list(options.concurrency),
             "scenarios": list(options.scenarios),
             "log_level": options.log_level,
+            "gateway_replicas": options.gateway_replicas,
         },
         "registration": registration,
         "runs": runs,

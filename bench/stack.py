@@ -51,10 +51,16 @@ class BenchStack:
 
 
 @contextmanager
-def running_stack(data_dir: Path, *, log_level: str) -> Iterator[BenchStack]:
+def running_stack(
+    data_dir: Path, *, log_level: str, gateway_replicas: int = 1
+) -> Iterator[BenchStack]:
     with FakeOllamaProcess() as llm:
         config = StackConfig(
-            data_dir=data_dir, ports=Ports.free(), ollama_url=llm.url, env=bench_env(log_level)
+            data_dir=data_dir,
+            ports=Ports.free(),
+            ollama_url=llm.url,
+            env=bench_env(log_level),
+            gateway_replicas=gateway_replicas,
         )
         with Stack(config) as stack:
             yield BenchStack(stack, llm)
