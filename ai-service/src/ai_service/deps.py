@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from ai_service.llm import LlmClient
 
 
-def get_llm(request: Request) -> LlmClient:
+async def get_llm(request: Request) -> LlmClient:
     return cast(LlmClient, request.state.llm)
 
 

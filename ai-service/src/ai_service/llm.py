@@ -46,7 +46,7 @@ class LlmClient:
         ):
             if value is not None:
                 options[name] = value
-        _log.info("generation_started", model=model, messages=len(body.messages))
+        _log.debug("generation_started", model=model, messages=len(body.messages))
         return model, options
 
     async def generate(self, body: GenerateRequest) -> GenerateResponse:

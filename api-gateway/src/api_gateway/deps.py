@@ -24,39 +24,39 @@ _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="Your API key, as OpenAI SDKs send it")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
-def get_auth_client(request: Request) -> AuthClient:
+async def get_auth_client(request: Request) -> AuthClient:
     return cast(AuthClient, request.state.auth_client)
 
 
-def get_usage_client(request: Request) -> UsageClient:
+async def get_usage_client(request: Request) -> UsageClient:
     return cast(UsageClient, request.state.usage_client)
 
 
-def get_ai_client(request: Request) -> AiClient:
+async def get_ai_client(request: Request) -> AiClient:
     return cast(AiClient, request.state.ai_client)
 
 
-def get_limiter(request: Request) -> SlidingWindowLimiter:
+async def get_limiter(request: Request) -> SlidingWindowLimiter:
     return cast(SlidingWindowLimiter, request.state.limiter)
 
 
-def get_breaker(request: Request) -> CircuitBreaker:
+async def get_breaker(request: Request) -> CircuitBreaker:
     return cast(CircuitBreaker, request.state.breaker)
 
 
-def get_catalog(request: Request) -> ModelCatalog:
+async def get_catalog(request: Request) -> ModelCatalog:
     return cast(ModelCatalog, request.state.catalog)
 
 
-def get_key_cache(request: Request) -> VerifiedKeyCache:
+async def get_key_cache(request: Request) -> VerifiedKeyCache:
     return cast(VerifiedKeyCache, request.state.key_cache)
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     return cast(str, request.scope["state"]["request_id"])
 
 
@@ -101,7 +101,7 @@ async def authenticate(
 CurrentUser = Annotated[VerifiedUser, Depends(authenticate)]
 
 
-def new_chat_turn(
+async def new_chat_turn(
     settings: SettingsDep,
     usage: UsageClientDep,
     ai: AiClientDep,
@@ -116,7 +116,7 @@ def new_chat_turn(
 ChatTurnDep = Annotated[ChatTurn, Depends(new_chat_turn)]
 
 
-def client_address(request: Request) -> str:
+async def client_address(request: Request) -> str:
     """The caller's address: nginx's X-Real-IP (the gateway is reachable only behind it)."""
     forwarded = request.headers.get("x-real-ip")
     if forwarded:

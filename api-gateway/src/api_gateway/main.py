@@ -50,7 +50,7 @@ def create_app(
                     timeout=timeout,
                     transport=transport,
                 )
-                stack.push_async_callback(http.aclose)
+                stack.push_async_callback(http.close)
                 state[name] = cls(http)
             redis_client = redis.Redis(
                 host=settings.redis_host,

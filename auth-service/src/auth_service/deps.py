@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from auth_service.repository import UserRepository
 
 
-def get_user_repository(request: Request) -> UserRepository:
+async def get_user_repository(request: Request) -> UserRepository:
     return cast(UserRepository, request.state.users)
 
 

@@ -1,4 +1,4 @@
-"""One pooled httpx client per downstream service, and the one place its failures are translated.
+"""One pooled client per downstream service, and the one place its failures are translated.
 
 Every outgoing request carries the current request id and the internal token, so no call site has
 to remember them. Timeouts become 504, connection failures 503, and a downstream error body the
@@ -22,13 +22,13 @@ from infergate_common.errors import (
     error_for_status,
 )
 from infergate_common.internal_auth import INTERNAL_TOKEN_HEADER
-from infergate_common.request_context import REQUEST_ID_HEADER, current_request_id
-
-
-async def _stamp_request_id(request: httpx.Request) -> None:
-    request_id = current_request_id()
-    if request_id is not None:
-        request.headers[REQUEST_ID_HEADER] = request_id
+from infergate_common.wire import (
+    AiohttpWire,
+    HttpxWire,
+    Wire,
+    WireTimeoutError,
+    WireUnavailableError,
+)
 
 
 def build_internal_client(
@@ -36,19 +36,15 @@ def build_internal_client(
     base_url: str,
     internal_token: SecretStr,
     timeout: float,
-    max_connections: int = 200,
+    max_connections: int = 100,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> httpx.AsyncClient:
-    """A keep-alive client for one internal service."""
-    return httpx.AsyncClient(
-        base_url=base_url,
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
-        headers={INTERNAL_TOKEN_HEADER: internal_token.get_secret_value()},
-        event_hooks={"request": [_stamp_request_id]},
-        transport=transport,
+) -> Wire:
+    """A keep-alive connection pool to one internal service (call inside the event loop)."""
+    headers = {INTERNAL_TOKEN_HEADER: internal_token.get_secret_value()}
+    if transport is not None:
+        return HttpxWire(base_url=base_url, headers=headers, seconds=timeout, transport=transport)
+    return AiohttpWire(
+        base_url=base_url, headers=headers, seconds=timeout, max_connections=max_connections
     )
 
 
@@ -58,8 +54,8 @@ class InternalServiceClient:
     service: str = "internal service"
     timeout_message: str | None = None
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self._http = http
+    def __init__(self, wire: Wire) -> None:
+        self._wire = wire
 
     async def call(
         self,
@@ -72,21 +68,17 @@ class InternalServiceClient:
     ) -> Any:
         """Send one request and return the decoded JSON body, or raise the matching AppError."""
         try:
-            response = await self._http.request(
-                method,
-                path,
-                json=json,
-                params=params,
-                timeout=httpx.USE_CLIENT_DEFAULT if call_timeout is None else call_timeout,
+            response = await self._wire.send(
+                method, path, json=json, params=params, seconds=call_timeout
             )
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(self.timeout_message or f"{self.service} timed out") from exc
-        except httpx.TransportError as exc:
+        except WireTimeoutError as exc:
+            raise self._timed_out() from exc
+        except WireUnavailableError as exc:
             raise UpstreamUnavailableError(f"{self.service} unavailable") from exc
-        if response.status_code >= 400:
-            raise self.translate_error(response)
+        if response.status >= 400:
+            raise self.translate_error(response.status, response.body)
         try:
-            return response.json()
+            return jsonlib.loads(response.body)
         except ValueError as exc:
             raise UpstreamUnavailableError(f"{self.service} sent an invalid response") from exc
 
@@ -94,20 +86,22 @@ class InternalServiceClient:
     async def stream_lines(self, path: str, *, json: Any) -> AsyncIterator[AsyncIterator[Any]]:
         """POST and yield the decoded NDJSON lines of the answer; errors before it are raised."""
         try:
-            async with self._http.stream("POST", path, json=json) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise self.translate_error(response)
-                yield _decoded_lines(response)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(self.timeout_message or f"{self.service} timed out") from exc
-        except httpx.TransportError as exc:
+            async with self._wire.stream(path, json=json) as response:
+                if response.status >= 400:
+                    body = b"".join([chunk async for chunk in response.chunks])
+                    raise self.translate_error(response.status, body)
+                yield _decoded_lines(response.chunks)
+        except WireTimeoutError as exc:
+            raise self._timed_out() from exc
+        except WireUnavailableError as exc:
             raise UpstreamUnavailableError(f"{self.service} unavailable") from exc
 
-    def translate_error(self, response: httpx.Response) -> AppError:
-        status = response.status_code
+    def _timed_out(self) -> UpstreamTimeoutError:
+        return UpstreamTimeoutError(self.timeout_message or f"{self.service} timed out")
+
+    def translate_error(self, status: int, content: bytes) -> AppError:
         try:
-            body = response.json()
+            body = jsonlib.loads(content)
         except ValueError:
             body = {}
         message = body.get("message") if isinstance(body, dict) else None
@@ -124,7 +118,13 @@ class InternalServiceClient:
         return error_for_status(status, message or f"{self.service} error", code)
 
 
-async def _decoded_lines(response: httpx.Response) -> AsyncIterator[Any]:
-    async for line in response.aiter_lines():
-        if line:
-            yield jsonlib.loads(line)
+async def _decoded_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield jsonlib.loads(line)
+    if pending.strip():
+        yield jsonlib.loads(pending)

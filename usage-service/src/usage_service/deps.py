@@ -10,11 +10,11 @@ from usage_service.metering import Metering
 from usage_service.repository import RequestLogRepository
 
 
-def get_metering(request: Request) -> Metering:
+async def get_metering(request: Request) -> Metering:
     return cast(Metering, request.state.metering)
 
 
-def get_request_logs(request: Request) -> RequestLogRepository:
+async def get_request_logs(request: Request) -> RequestLogRepository:
     return cast(RequestLogRepository, request.state.request_logs)
 
 
