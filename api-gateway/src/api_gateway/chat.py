@@ -18,7 +18,8 @@ from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnav
 from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, UsageClient
 from api_gateway.config import Settings
-from api_gateway.schemas import Generation, ModelCall, MonthlyUsage, Reservation, VerifiedUser
+from api_gateway.rate_limit_headers import TokenBudget
+from api_gateway.schemas import Generation, ModelCall, Reservation, VerifiedUser
 
 _log = structlog.get_logger("chat")
 _SETTLE_ATTEMPTS = 3
@@ -40,7 +41,7 @@ class Delta:
 class Finished:
     generation: Generation
     charged: int
-    usage: MonthlyUsage | None
+    tokens: TokenBudget | None  # the month's quota after this turn, for the headers
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class ChatTurn:
 
     async def _settle(
         self, reservation: Reservation, generation: Generation, status: str
-    ) -> tuple[int, MonthlyUsage | None]:
+    ) -> tuple[int, TokenBudget | None]:
         """Settle (or release) the reservation; retried, since settling twice is a no-op."""
         charged = min(
             generation.promptTokens + generation.completionTokens, reservation.reservedTokens
@@ -216,7 +217,10 @@ class ChatTurn:
         }
         for attempt in range(1, _SETTLE_ATTEMPTS + 1):
             try:
-                return charged, await self.usage.settle(payload)
+                await self.usage.settle(payload)
+                # What reserve saw, plus what this settle gave back (no extra read).
+                remaining = reservation.remainingTokens + reservation.reservedTokens - charged
+                return charged, TokenBudget(reservation.monthlyTokenLimit, remaining)
             except AppError as exc:
                 _log.warning("settle_failed", attempt=attempt, code=exc.error_code)
                 await anyio.sleep(0.2 * attempt)

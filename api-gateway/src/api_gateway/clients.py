@@ -72,8 +72,8 @@ class UsageClient(InternalServiceClient):
         )
         return Reservation.model_validate(body)
 
-    async def settle(self, payload: dict[str, object]) -> MonthlyUsage:
-        return MonthlyUsage.model_validate(await self.call("POST", "/usage/settle", json=payload))
+    async def settle(self, payload: dict[str, object]) -> None:
+        await self.call("POST", "/usage/settle", json=payload)
 
     async def log_attempt(self, payload: dict[str, object]) -> None:
         await self.call("POST", "/usage/attempts", json=payload)

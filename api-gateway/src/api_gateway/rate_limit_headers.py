@@ -54,8 +54,9 @@ def record_requests(scope: Scope, decision: Decision) -> None:
     _slot(scope)["requests"] = decision
 
 
-def record_tokens(scope: Scope, budget: TokenBudget) -> None:
-    _slot(scope)["tokens"] = budget
+def record_tokens(scope: Scope, budget: TokenBudget | None) -> None:
+    if budget is not None:
+        _slot(scope)["tokens"] = budget
 
 
 def build_headers(decision: Decision | None, tokens: TokenBudget | None) -> list[tuple[str, str]]:

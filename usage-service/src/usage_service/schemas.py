@@ -61,6 +61,11 @@ class SettleRequest(StrictBody):
     responseTimeMs: Millis
 
 
+class SettleResponse(BaseModel):
+    settled: bool  # False: already settled (a retry) or already released
+    chargedTokens: int
+
+
 class AttemptLogRequest(StrictBody):
     """A chat attempt that never reached a reservation (rate limited)."""
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from infergate_common.errors import error_responses
 
-from api_gateway.admission import admit, record_usage, show_window
+from api_gateway.admission import admit, show_window
 from api_gateway.deps import (
     AiClientDep,
     CatalogDep,
@@ -26,6 +26,7 @@ from api_gateway.openai_schemas import (
     ModelListing,
     OpenAIErrorBody,
 )
+from api_gateway.rate_limit_headers import record_tokens
 from api_gateway.sse import event_stream, first_event
 
 router = APIRouter(tags=["openai"])
@@ -64,7 +65,7 @@ async def chat_completions(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return event_stream(completion_chunks(ids, events, include_usage=include_usage))
     finished = await turn.complete(call, reservation)
-    record_usage(request, finished.usage)
+    record_tokens(request.scope, finished.tokens)
     return completion(ids, finished)
 
 

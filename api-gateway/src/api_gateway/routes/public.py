@@ -17,6 +17,7 @@ from api_gateway.deps import (
     SettingsDep,
     UsageClientDep,
 )
+from api_gateway.rate_limit_headers import record_tokens
 from api_gateway.schemas import (
     AccessGranted,
     ChatRequest,
@@ -86,7 +87,7 @@ async def chat(
         events = await first_event(turn.stream(call, reservation))
         return event_stream(infergate_events(events))
     finished = await turn.complete(call, reservation)
-    record_usage(request, finished.usage)
+    record_tokens(request.scope, finished.tokens)
     return ChatResponse(output=finished.generation.output, tokensUsed=finished.charged)
 
 

@@ -17,6 +17,7 @@ from usage_service.schemas import (
     ReserveRequest,
     ReserveResponse,
     SettleRequest,
+    SettleResponse,
     UsageResponse,
 )
 
@@ -34,8 +35,8 @@ async def reserve(body: ReserveRequest, metering: MeteringDep) -> ReserveRespons
     return await metering.reserve(body)
 
 
-@router.post("/settle", response_model=UsageResponse)
-async def settle(body: SettleRequest, metering: MeteringDep) -> UsageResponse:
+@router.post("/settle", response_model=SettleResponse)
+async def settle(body: SettleRequest, metering: MeteringDep) -> SettleResponse:
     """Charge the actual tokens of a reservation (idempotent) and log the attempt."""
     return await metering.settle(body)
 
