@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from api_gateway.config import Settings
+from pydantic import SecretStr
 
+TOKEN = "unit-test-internal-token-0123456789"
 USER_ID = "a" * 24
 VALID_KEY = "sk_valid"
 
@@ -103,3 +106,16 @@ class Downstream:
         if (service, path) == ("ai", "/ai/generate"):
             return httpx.Response(200, json=self.generation)
         return httpx.Response(404, json={"message": "Not found", "code": "not_found"})
+
+
+def gateway_settings(redis_port: int, **overrides: Any) -> Settings:
+    """Gateway settings whose internal services are the stand-ins above (hosts *.test)."""
+    values: dict[str, Any] = {
+        "internal_token": SecretStr(TOKEN),
+        "auth_service_url": "http://auth.test",
+        "usage_service_url": "http://usage.test",
+        "ai_service_url": "http://ai.test",
+        "redis_port": redis_port,
+        "log_format": "json",
+    }
+    return Settings(**{**values, **overrides})

@@ -10,12 +10,10 @@ import httpx
 import pytest
 import redis.asyncio as redis
 from api_gateway.circuit_breaker import CircuitBreaker, CircuitState
-from api_gateway.config import Settings
 from api_gateway.main import create_app
 from fastapi import FastAPI
-from gateway_downstream import VALID_KEY, Downstream
+from gateway_downstream import VALID_KEY, Downstream, gateway_settings
 from infergate_common.errors import UpstreamUnavailableError
-from pydantic import SecretStr
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -87,24 +85,11 @@ def test_an_abandoned_probe_frees_the_slot() -> None:
 
 
 @pytest.fixture
-def downstream() -> Downstream:
-    return Downstream()
-
-
-@pytest.fixture
 async def gateway(
-    app_client: AppClient, redis_port: int, downstream: Downstream
+    app_client: AppClient, redis_port: int, redis_client: redis.Redis, downstream: Downstream
 ) -> AsyncIterator[httpx.AsyncClient]:
-    await redis.Redis(port=redis_port).flushall()
-    settings = Settings(
-        internal_token=SecretStr("unit-test-internal-token-0123456789"),
-        auth_service_url="http://auth.test",
-        usage_service_url="http://usage.test",
-        ai_service_url="http://ai.test",
-        redis_port=redis_port,
-        circuit_failure_threshold=2,
-        circuit_cooldown_seconds=0.5,
-        free_rate_limit=1000,
+    settings = gateway_settings(
+        redis_port, circuit_failure_threshold=2, circuit_cooldown_seconds=0.5, free_rate_limit=1000
     )
     async with app_client(create_app(settings, transport=downstream.transport())) as client:
         yield client

@@ -13,39 +13,15 @@ import redis.asyncio as redis
 from api_gateway.config import Settings
 from api_gateway.main import create_app
 from fastapi import FastAPI
-from gateway_downstream import USER_ID, VALID_KEY, Downstream
-from pydantic import SecretStr
+from gateway_downstream import TOKEN, USER_ID, VALID_KEY, Downstream
+from gateway_downstream import gateway_settings as stand_in_settings
 
-TOKEN = "unit-test-internal-token-0123456789"
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 KEY = {"x-api-key": VALID_KEY}
 
 
-@pytest.fixture
-async def redis_client(redis_port: int) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis(port=redis_port)
-    await client.flushall()
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def downstream() -> Downstream:
-    return Downstream()
-
-
 def gateway_settings(redis_port: int, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "internal_token": SecretStr(TOKEN),
-        "auth_service_url": "http://auth.test",
-        "usage_service_url": "http://usage.test",
-        "ai_service_url": "http://ai.test",
-        "redis_port": redis_port,
-        "free_rate_limit": 3,
-        "log_format": "json",
-    }
-    values.update(overrides)
-    return Settings(**values)
+    return stand_in_settings(redis_port, **{"free_rate_limit": 3, **overrides})
 
 
 @pytest.fixture

@@ -14,10 +14,9 @@ import redis.asyncio as redis
 from api_gateway.config import Settings
 from api_gateway.main import create_app
 from fastapi import FastAPI
-from gateway_downstream import USER_ID, VALID_KEY, Downstream
+from gateway_downstream import USER_ID, VALID_KEY, Downstream, gateway_settings
 from pydantic import SecretStr, ValidationError
 
-TOKEN = "unit-test-internal-token-0123456789"
 ADMIN = "unit-test-admin-token-0123456789"
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 KEY = {"x-api-key": VALID_KEY}
@@ -44,26 +43,12 @@ def reply(status: int, body: Any) -> Callable[[httpx.Request], httpx.Response]:
 
 
 def settings_for(redis_port: int, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "internal_token": SecretStr(TOKEN),
-        "auth_service_url": "http://auth.test",
-        "usage_service_url": "http://usage.test",
-        "ai_service_url": "http://ai.test",
-        "redis_port": redis_port,
+    limits: dict[str, Any] = {
         "free_rate_limit": 3,
         "pro_rate_limit": 7,
         "admin_token": SecretStr(ADMIN),
-        "log_format": "json",
     }
-    return Settings(**{**values, **overrides})
-
-
-@pytest.fixture
-async def redis_client(redis_port: int) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis(port=redis_port)
-    await client.flushall()
-    yield client
-    await client.aclose()
+    return gateway_settings(redis_port, **{**limits, **overrides})
 
 
 @pytest.fixture

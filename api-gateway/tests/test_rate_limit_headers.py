@@ -10,30 +10,21 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import redis.asyncio as redis
-from api_gateway.config import Settings
 from api_gateway.main import create_app
 from api_gateway.rate_limit_headers import go_duration, ms_until_next_month
 from fastapi import FastAPI
-from gateway_downstream import VALID_KEY, Downstream
-from pydantic import SecretStr
+from gateway_downstream import VALID_KEY, Downstream, gateway_settings
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 KEY = {"x-api-key": VALID_KEY}
 
 
 @pytest.fixture
-async def gateway(app_client: AppClient, redis_port: int) -> AsyncIterator[httpx.AsyncClient]:
-    await redis.Redis(port=redis_port).flushall()
-    settings = Settings(
-        internal_token=SecretStr("unit-test-internal-token-0123456789"),
-        auth_service_url="http://auth.test",
-        usage_service_url="http://usage.test",
-        ai_service_url="http://ai.test",
-        redis_port=redis_port,
-        free_rate_limit=2,
-        rate_limit_window=30,
-    )
-    async with app_client(create_app(settings, transport=Downstream().transport())) as client:
+async def gateway(
+    app_client: AppClient, redis_port: int, redis_client: redis.Redis, downstream: Downstream
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = gateway_settings(redis_port, free_rate_limit=2, rate_limit_window=30)
+    async with app_client(create_app(settings, transport=downstream.transport())) as client:
         yield client
 
 

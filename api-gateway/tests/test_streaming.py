@@ -10,11 +10,9 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as redis
-from api_gateway.config import Settings
 from api_gateway.main import create_app
 from fastapi import FastAPI
-from gateway_downstream import VALID_KEY, Downstream
-from pydantic import SecretStr
+from gateway_downstream import VALID_KEY, Downstream, gateway_settings
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -35,22 +33,10 @@ DONE = {
 
 
 @pytest.fixture
-def downstream() -> Downstream:
-    return Downstream()
-
-
-@pytest.fixture
 async def gateway(
-    app_client: AppClient, redis_port: int, downstream: Downstream
+    app_client: AppClient, redis_port: int, redis_client: redis.Redis, downstream: Downstream
 ) -> AsyncIterator[httpx.AsyncClient]:
-    await redis.Redis(port=redis_port).flushall()
-    settings = Settings(
-        internal_token=SecretStr("unit-test-internal-token-0123456789"),
-        auth_service_url="http://auth.test",
-        usage_service_url="http://usage.test",
-        ai_service_url="http://ai.test",
-        redis_port=redis_port,
-    )
+    settings = gateway_settings(redis_port)
     async with app_client(create_app(settings, transport=downstream.transport())) as client:
         yield client
 
