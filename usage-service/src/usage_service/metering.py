@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -68,19 +69,23 @@ class Metering:
         charge = min(actual, body.reservedTokens)
         if actual > body.reservedTokens:
             _log.warning("usage_exceeded_reservation", actual=actual, reserved=body.reservedTokens)
-        settled = await self._usage.settle(
-            user_id=body.userId,
-            period=body.period,
-            reservation_id=body.reservationId,
-            reserved=body.reservedTokens,
-            charge=charge,
-        )
-        if not settled:
-            _log.info("settle_repeated_or_expired", reservation_id=body.reservationId)
         entry = _entry(body.requestId, body.userId, body.model, body.status)
         entry.prompt_tokens, entry.completion_tokens = body.promptTokens, body.completionTokens
         entry.tokens_used, entry.response_time_ms = charge, body.responseTimeMs
-        await self._write_log(body.reservationId, entry)
+        # Two independent writes, both idempotent (the log entry's _id is the reservation's),
+        # so they run side by side; if either fails the caller's retry completes the other.
+        settled, _ = await asyncio.gather(
+            self._usage.settle(
+                user_id=body.userId,
+                period=body.period,
+                reservation_id=body.reservationId,
+                reserved=body.reservedTokens,
+                charge=charge,
+            ),
+            self._write_log(body.reservationId, entry),
+        )
+        if not settled:
+            _log.info("settle_repeated_or_expired", reservation_id=body.reservationId)
         # No read of the month here: the caller knows the figures it needs (one round trip less).
         return SettleResponse(settled=settled, chargedTokens=charge)
 

@@ -15,6 +15,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from usage_service.group_commit import GroupCommitInserter
 from usage_service.periods import usage_key
 from usage_service.schemas import RequestLogEntry, UsageRecord
 
@@ -150,6 +151,7 @@ class RequestLogRepository:
 
     def __init__(self, logs: AsyncCollection[Document]) -> None:
         self._logs = logs
+        self._inserter = GroupCommitInserter(logs)
 
     async def ensure_indexes(self) -> None:
         await self._logs.create_index(
@@ -174,25 +176,28 @@ class RequestLogRepository:
         return await cursor.to_list()
 
     async def record(self, attempt_id: str, entry: RequestLogEntry) -> bool:
-        """Write the entry once; False when this attempt was already logged."""
-        try:
-            await self._logs.insert_one(
-                {
-                    "_id": attempt_id,
-                    "requestId": entry.request_id,
-                    "userId": entry.user_id,
-                    "model": entry.model,
-                    "promptTokens": entry.prompt_tokens,
-                    "completionTokens": entry.completion_tokens,
-                    "tokensUsed": entry.tokens_used,
-                    "responseTimeMs": entry.response_time_ms,
-                    "status": entry.status.value,
-                    "createdAt": entry.created_at,
-                }
-            )
-        except DuplicateKeyError:
-            return False
-        return True
+        """Write the entry once; False when this attempt was already logged.
+
+        Concurrent entries are written together (group commit), each caller waiting for its own.
+        """
+        return await self._inserter.insert(
+            {
+                "_id": attempt_id,
+                "requestId": entry.request_id,
+                "userId": entry.user_id,
+                "model": entry.model,
+                "promptTokens": entry.prompt_tokens,
+                "completionTokens": entry.completion_tokens,
+                "tokensUsed": entry.tokens_used,
+                "responseTimeMs": entry.response_time_ms,
+                "status": entry.status.value,
+                "createdAt": entry.created_at,
+            }
+        )
+
+    async def drain(self) -> None:
+        """Wait for entries still being written."""
+        await self._inserter.drain()
 
 
 def _new_usage(key: str, *, user_id: str, period: str, limit: int, now: datetime) -> Document:
