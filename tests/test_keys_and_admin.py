@@ -22,8 +22,8 @@ from tests.fake_ollama_fixtures import FakeOllamaControl, FakeOllamaProcess
 from tests.helpers import ADMIN_TOKEN, chat, register
 
 AS_ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-# What the gateway's verified-key cache may lag behind a revocation on another replica.
-KEY_CACHE_SECONDS = 1.0
+# Long on purpose: a change must reach the other replica at once, not when its cache expires.
+KEY_CACHE_SECONDS = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -136,30 +136,19 @@ async def test_revoke_answers_once_and_the_key_is_refused_afterwards(
     assert (await public.delete("/v1/keys/current", headers={"x-api-key": key})).status_code == 401
 
 
-async def test_a_key_revoked_through_one_replica_is_refused_by_the_other_within_a_second(
+async def test_a_key_revoked_through_one_replica_is_refused_by_the_other_at_once(
     public: httpx.AsyncClient, replicas: tuple[httpx.AsyncClient, ...]
 ) -> None:
     first, second = replicas
     key = await register(public)
-    assert await usage_status(second, key) == 200  # cached by the other replica
+    for _ in range(3):
+        assert await usage_status(second, key) == 200  # cached by the other replica
     assert (await first.delete("/v1/keys/current", headers={"x-api-key": key})).status_code == 200
-    revoked_at = time.monotonic()
-    assert await usage_status(first, key) == 401
-    observed: list[tuple[float, int]] = []
-    while time.monotonic() < revoked_at + KEY_CACHE_SECONDS + 0.5:
-        started = time.monotonic() - revoked_at
-        observed.append((started, await usage_status(second, key)))
-        await asyncio.sleep(0.02)
-    assert {status for _, status in observed} <= {200, 401}
-    late = [status for started, status in observed if started > KEY_CACHE_SECONDS]
-    assert late
-    assert set(late) == {401}
-    # Once refused, never accepted again.
-    first_refusal = next(i for i, (_, status) in enumerate(observed) if status == 401)
-    assert {status for _, status in observed[first_refusal:]} == {401}
+    # The very next request on either replica, and every one after it.
+    assert [await usage_status(gateway, key) for gateway in (second, first, second)] == [401] * 3
 
 
-async def test_no_request_succeeds_with_a_key_a_second_after_its_revocation_under_load(
+async def test_no_request_started_after_a_revocation_succeeds_under_load(
     public: httpx.AsyncClient, replicas: tuple[httpx.AsyncClient, ...]
 ) -> None:
     key = await register(public)
@@ -178,15 +167,15 @@ async def test_no_request_succeeds_with_a_key_a_second_after_its_revocation_unde
         await asyncio.sleep(0.5)
         revoke = await replicas[0].delete("/v1/keys/current", headers={"x-api-key": key})
         assert revoke.status_code == 200
-        revoked_at = time.monotonic()
-        await asyncio.sleep(KEY_CACHE_SECONDS + 1.0)
+        revoked_at = time.monotonic()  # the revocation was answered: it is done
+        await asyncio.sleep(1.0)
     finally:
         stop.set()
         await asyncio.gather(*workers)
     assert revoked_at is not None
     assert {status for _, status in results} <= {200, 401}
     assert any(status == 200 for started, status in results if started < revoked_at)
-    late = [status for started, status in results if started > revoked_at + KEY_CACHE_SECONDS]
+    late = [status for started, status in results if started > revoked_at]
     assert len(late) > 20
     assert set(late) == {401}
 
@@ -226,8 +215,7 @@ async def test_a_pro_upgrade_raises_the_monthly_limit_and_the_rate_limit_at_once
     reply = await chat(gateway, key, big_prompt)
     assert reply.status_code == 200
     assert (await gateway.get("/v1/usage", headers=headers)).json()["monthlyLimit"] == 50000
-    # The other replica within the key cache's lifetime.
-    await asyncio.sleep(KEY_CACHE_SECONDS)
+    # The other replica: at once too (its cached FREE verification is out of date).
     assert (await other.get("/test", headers=headers)).headers["x-ratelimit-limit-requests"] == "50"
 
     usage = await gateway.get(f"/admin/users/{user_id}/usage", headers=AS_ADMIN)

@@ -73,7 +73,9 @@ class Downstream:
                 return httpx.Response(
                     401, json={"message": "Invalid API key", "code": "invalid_api_key"}
                 )
-            return httpx.Response(200, json={"valid": True, "userId": USER_ID, "plan": "FREE"})
+            return httpx.Response(
+                200, json={"valid": True, "userId": USER_ID, "plan": "FREE", "version": 0}
+            )
         if (service, path) == ("auth", "/auth/register"):
             return httpx.Response(
                 201, json={"message": "ok", "userId": USER_ID, "apiKey": "sk_new", "plan": "FREE"}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from api_gateway.key_cache import VerifiedKeyCache
+from api_gateway.key_cache import CachedKey, VerifiedKeyCache
 from api_gateway.schemas import VerifiedUser
 from infergate_common.validation import Plan
 
-ALICE = VerifiedUser(valid=True, userId="a" * 24, plan=Plan.FREE)
-BOB = VerifiedUser(valid=True, userId="b" * 24, plan=Plan.PRO)
+ALICE = CachedKey(VerifiedUser(valid=True, userId="a" * 24, plan=Plan.FREE), version=0)
+BOB = CachedKey(VerifiedUser(valid=True, userId="b" * 24, plan=Plan.PRO), version=3)
 
 
 class Clock:
@@ -71,7 +71,7 @@ def test_invalidate_user_forgets_only_that_users_keys(clock: Clock) -> None:
     cache = cache_with(clock)
     for key, user in (("sk_a1", ALICE), ("sk_a2", ALICE), ("sk_b", BOB)):
         cache.put(key, user, verified_at=cache.now())
-    cache.invalidate_user(ALICE.userId)
+    cache.invalidate_user(ALICE.user.userId)
     assert (cache.get("sk_a1"), cache.get("sk_a2"), cache.get("sk_b")) == (None, None, BOB)
 
 

@@ -4,6 +4,7 @@ auth and usage replaced at the HTTP edge and real Redis."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 import pytest
 import redis.asyncio as redis
 from api_gateway.config import Settings
+from api_gateway.key_versions import KeyVersions
 from api_gateway.main import create_app
 from fastapi import FastAPI
 from gateway_downstream import USER_ID, VALID_KEY, Downstream, gateway_settings
@@ -27,6 +29,7 @@ USER = {
     "plan": "FREE",
     "keyPrefix": "sk_abcdefg",
     "createdAt": "2026-01-02T03:04:05Z",
+    "version": 0,
 }
 MONTH = {
     "userId": USER_ID,
@@ -55,7 +58,9 @@ def settings_for(redis_port: int, **overrides: Any) -> Settings:
 def downstream() -> Downstream:
     downstream = Downstream()
     downstream.override("auth", f"/auth/users/{USER_ID}", reply(200, USER))
-    downstream.override("auth", f"/auth/users/{USER_ID}/plan", reply(200, {**USER, "plan": "PRO"}))
+    downstream.override(
+        "auth", f"/auth/users/{USER_ID}/plan", reply(200, {**USER, "plan": "PRO", "version": 1})
+    )
     downstream.override("usage", f"/usage/{USER_ID}/plan", reply(200, MONTH))
     return downstream
 
@@ -112,12 +117,93 @@ async def test_key_cache_seconds_zero_verifies_every_request(
     assert verify_calls(downstream) == 3
 
 
-@pytest.mark.parametrize("seconds", [-0.1, 1.5])
-def test_key_cache_seconds_is_bounded_by_the_revocation_guarantee(
-    redis_port: int, seconds: float
-) -> None:
+@pytest.mark.parametrize("seconds", [-0.1, 3600.5])
+def test_key_cache_seconds_is_bounded(redis_port: int, seconds: float) -> None:
     with pytest.raises(ValidationError):
         settings_for(redis_port, key_cache_seconds=seconds)
+
+
+async def test_a_change_made_through_another_replica_applies_on_the_next_request(
+    open_gateway: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
+    downstream: Downstream,
+) -> None:
+    downstream.override("auth", "/auth/keys/revoke", reply(200, {"userId": USER_ID, "version": 1}))
+    async with open_gateway() as first, open_gateway() as second:
+        for _ in range(2):
+            assert (await second.get("/test", headers=KEY)).status_code == 200
+        assert verify_calls(downstream) == 1  # the second replica now trusts its cache
+        assert (await first.delete("/v1/keys/current", headers=KEY)).status_code == 200
+        downstream.override(
+            "auth", "/auth/verify", reply(401, {"message": "Invalid API key", "code": "x"})
+        )
+        # Redis holds version 1 now: the second replica's cached version 0 is stale at once.
+        assert (await second.get("/test", headers=KEY)).status_code == 401
+        assert verify_calls(downstream) == 2
+
+
+async def test_a_plan_change_on_another_replica_applies_on_the_next_request(
+    open_gateway: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
+    downstream: Downstream,
+) -> None:
+    async with open_gateway() as first, open_gateway() as second:
+        assert (await second.get("/test", headers=KEY)).json()["user"]["plan"] == "FREE"
+        change = await first.put(
+            f"/admin/users/{USER_ID}/plan", json={"plan": "PRO"}, headers=AS_ADMIN
+        )
+        assert change.status_code == 200
+        downstream.override(
+            "auth", "/auth/verify", reply(200, {**USER, "valid": True, "plan": "PRO", "version": 1})
+        )
+        test = await second.get("/test", headers=KEY)
+        assert test.json()["user"]["plan"] == "PRO"
+        assert test.headers["x-ratelimit-limit-requests"] == "7"
+
+
+async def test_a_cached_key_is_verified_again_when_redis_lost_the_version(
+    gateway: httpx.AsyncClient, downstream: Downstream, redis_client: redis.Redis
+) -> None:
+    for _ in range(2):
+        await gateway.get("/test", headers=KEY)
+    assert verify_calls(downstream) == 1
+    await redis_client.flushall()  # e.g. Redis restarted without its data
+    for _ in range(2):
+        assert (await gateway.get("/test", headers=KEY)).status_code == 200
+    assert verify_calls(downstream) == 2  # verified once, then trusted again
+
+
+async def test_a_verification_older_than_the_announced_version_is_not_cached(
+    gateway: httpx.AsyncClient, downstream: Downstream, redis_client: redis.Redis
+) -> None:
+    # A change (version 5) was announced while this replica's verification read version 0.
+    assert await KeyVersions(redis_client, keep_seconds=60).announce(USER_ID, 5) == 5
+    for _ in range(2):
+        assert (await gateway.get("/test", headers=KEY)).status_code == 200
+    assert verify_calls(downstream) == 2
+
+
+async def test_without_redis_every_request_is_verified(
+    app_client: AppClient, downstream: Downstream, redis_port: int
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    app = create_app(settings_for(dead_port), transport=downstream.transport())
+    async with app_client(app) as gateway:
+        for _ in range(3):
+            assert (await gateway.get("/test", headers=KEY)).status_code == 200
+    assert verify_calls(downstream) == 3
+
+
+async def test_announced_versions_only_go_up(redis_client: redis.Redis) -> None:
+    versions = KeyVersions(redis_client, keep_seconds=60)
+    assert not await versions.is_current(USER_ID, 0)  # nothing known: verify
+    assert await versions.announce(USER_ID, 3) == 3
+    assert await versions.announce(USER_ID, 2) == 3  # a late, older announcement
+    assert (await versions.is_current(USER_ID, 2), await versions.is_current(USER_ID, 3)) == (
+        False,
+        True,
+    )
+    assert 0 < await redis_client.ttl(f"keyver:{USER_ID}") <= 60
 
 
 # -- rotate and revoke --------------------------------------------------------------------------
@@ -130,7 +216,10 @@ async def test_rotate_returns_the_new_key_once_and_drops_the_old_one_from_the_ca
     downstream.override(
         "auth",
         "/auth/keys/rotate",
-        reply(200, {"message": "x", "userId": USER_ID, "apiKey": "sk_fresh", "plan": "FREE"}),
+        reply(
+            200,
+            {"message": "x", "userId": USER_ID, "apiKey": "sk_fresh", "plan": "FREE", "version": 1},
+        ),
     )
     response = await gateway.post("/v1/keys/rotate", headers=KEY)
     assert response.status_code == 200
@@ -151,7 +240,7 @@ async def test_revoke_accepts_a_bearer_key_and_the_key_is_refused_at_once(
     bearer = {"authorization": f"Bearer {VALID_KEY}"}
     assert (await gateway.get("/test", headers=bearer)).status_code == 200
     downstream.override(
-        "auth", "/auth/keys/revoke", reply(200, {"message": "x", "userId": USER_ID})
+        "auth", "/auth/keys/revoke", reply(200, {"message": "x", "userId": USER_ID, "version": 1})
     )
     response = await gateway.delete("/v1/keys/current", headers=bearer)
     assert response.status_code == 200
@@ -261,7 +350,9 @@ async def test_set_plan_updates_auth_then_usage_and_forgets_cached_keys(
     assert order == [("auth", f"/auth/users/{USER_ID}/plan"), ("usage", f"/usage/{USER_ID}/plan")]
     assert downstream.bodies("usage", f"/usage/{USER_ID}/plan") == [{"plan": "PRO"}]
     downstream.override(
-        "auth", "/auth/verify", reply(200, {"valid": True, "userId": USER_ID, "plan": "PRO"})
+        "auth",
+        "/auth/verify",
+        reply(200, {"valid": True, "userId": USER_ID, "plan": "PRO", "version": 1}),
     )
     test = await gateway.get("/test", headers=KEY)
     assert test.json()["user"]["plan"] == "PRO"
@@ -359,7 +450,8 @@ async def test_admin_finds_users_by_normalised_email(
         "/admin/users", params={"email": " Ada@Example.COM"}, headers=AS_ADMIN
     )
     assert response.status_code == 200
-    assert response.json() == {"data": [USER]}
+    # Everything but the version, which is the gateways' business.
+    assert response.json() == {"data": [{k: v for k, v in USER.items() if k != "version"}]}
     assert seen[0].params["email"] == "ada@example.com"
 
 

@@ -88,7 +88,12 @@ async def test_verify_resolves_the_key_to_its_user(client: httpx.AsyncClient) ->
     issued = (await register(client, "carol@example.com")).json()
     response = await client.post("/auth/verify", json={"apiKey": issued["apiKey"]}, headers=HEADERS)
     assert response.status_code == 200
-    assert response.json() == {"valid": True, "userId": issued["userId"], "plan": "FREE"}
+    assert response.json() == {
+        "valid": True,
+        "userId": issued["userId"],
+        "plan": "FREE",
+        "version": 0,
+    }
 
 
 @pytest.mark.parametrize("api_key", ["sk_" + "x" * 43, "0" * 64, "sk_"])

@@ -66,11 +66,13 @@ async def test_rotate_issues_a_new_key_and_the_old_one_stops_verifying(
     assert response.status_code == 200
     rotated = response.json()
     assert rotated["message"] == "API key rotated"
-    assert (rotated["userId"], rotated["plan"]) == (user["userId"], "FREE")
+    assert (rotated["userId"], rotated["plan"], rotated["version"]) == (user["userId"], "FREE", 1)
     assert rotated["apiKey"].startswith("sk_")
     assert rotated["apiKey"] != user["apiKey"]
     assert await verify(client, user["apiKey"]) == 401
     assert await verify(client, rotated["apiKey"]) == 200
+    verified = await post(client, "/auth/verify", rotated["apiKey"])
+    assert verified.json()["version"] == 1
     [stored] = await stored_users(db_uri)
     assert stored["keyHash"] == hashlib.sha256(rotated["apiKey"].encode()).hexdigest()
     assert stored["keyPrefix"] == rotated["apiKey"][:10]
@@ -93,7 +95,11 @@ async def test_revoke_leaves_the_user_without_a_working_key(
     user = await register(client)
     response = await post(client, "/auth/keys/revoke", user["apiKey"])
     assert response.status_code == 200
-    assert response.json() == {"message": "API key revoked", "userId": user["userId"]}
+    assert response.json() == {
+        "message": "API key revoked",
+        "userId": user["userId"],
+        "version": 1,
+    }
     assert await verify(client, user["apiKey"]) == 401
     assert (await post(client, "/auth/keys/revoke", user["apiKey"])).status_code == 401
     assert (await post(client, "/auth/keys/rotate", user["apiKey"])).status_code == 401
@@ -152,7 +158,7 @@ async def test_users_are_found_by_id_and_by_email_without_key_material(
     assert view["userId"] == user["userId"]
     assert (view["email"], view["plan"]) == ("grace@example.com", "FREE")
     assert view["keyPrefix"] == user["apiKey"][:10]
-    assert set(view) == {"userId", "email", "plan", "keyPrefix", "createdAt"}
+    assert set(view) == {"userId", "email", "plan", "keyPrefix", "createdAt", "version"}
     by_email = await client.get(
         "/auth/users", params={"email": " GRACE@example.com"}, headers=HEADERS
     )
@@ -166,9 +172,11 @@ async def test_set_plan_changes_what_verify_returns(client: httpx.AsyncClient) -
     path = f"/auth/users/{user['userId']}/plan"
     response = await client.put(path, json={"plan": "PRO"}, headers=HEADERS)
     assert response.status_code == 200
-    assert response.json()["plan"] == "PRO"
+    assert (response.json()["plan"], response.json()["version"]) == ("PRO", 1)
     verified = await post(client, "/auth/verify", user["apiKey"])
-    assert verified.json()["plan"] == "PRO"
+    assert (verified.json()["plan"], verified.json()["version"]) == ("PRO", 1)
+    again = await client.put(path, json={"plan": "FREE"}, headers=HEADERS)
+    assert again.json()["version"] == 2  # every change counts, so caches can tell them apart
 
 
 async def test_unknown_users_are_404(client: httpx.AsyncClient) -> None:

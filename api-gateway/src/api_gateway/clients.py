@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from infergate_common.http_client import InternalServiceClient
 from infergate_common.validation import Plan
 
 from api_gateway.admin_schemas import AdminUser, MonthOfUsage, RequestHistory
+from api_gateway.key_cache import CachedKey
 from api_gateway.schemas import (
     Generation,
     ModelCall,
@@ -27,19 +29,19 @@ class AuthClient(InternalServiceClient):
         body = await self.call("POST", "/auth/register", json={"email": email})
         return str(body["apiKey"]), Plan(body["plan"])
 
-    async def verify(self, api_key: str) -> VerifiedUser:
+    async def verify(self, api_key: str) -> CachedKey:
+        """The key's user, and the user's version the verification saw."""
         body = await self.call("POST", "/auth/verify", json={"apiKey": api_key})
-        return VerifiedUser.model_validate(body)
+        return CachedKey(VerifiedUser.model_validate(body), int(body["version"]))
 
-    async def rotate(self, api_key: str) -> tuple[str, RotatedKey]:
-        """Replace the key; the user id and the new key."""
+    async def rotate(self, api_key: str) -> tuple[UserChange, RotatedKey]:
+        """Replace the key; the change (user id, new version) and the new key."""
         body = await self.call("POST", "/auth/keys/rotate", json={"apiKey": api_key})
-        return str(body["userId"]), RotatedKey(apiKey=body["apiKey"], plan=body["plan"])
+        return _change(body), RotatedKey(apiKey=body["apiKey"], plan=body["plan"])
 
-    async def revoke(self, api_key: str) -> str:
-        """Revoke the key; the user id it belonged to."""
-        body = await self.call("POST", "/auth/keys/revoke", json={"apiKey": api_key})
-        return str(body["userId"])
+    async def revoke(self, api_key: str) -> UserChange:
+        """Revoke the key; the change (user id, new version)."""
+        return _change(await self.call("POST", "/auth/keys/revoke", json={"apiKey": api_key}))
 
     async def user(self, user_id: str) -> AdminUser:
         return AdminUser.model_validate(await self.call("GET", f"/auth/users/{user_id}"))
@@ -48,9 +50,21 @@ class AuthClient(InternalServiceClient):
         body = await self.call("GET", "/auth/users", params={"email": email})
         return [AdminUser.model_validate(user) for user in body["data"]]
 
-    async def set_plan(self, user_id: str, plan: Plan) -> AdminUser:
+    async def set_plan(self, user_id: str, plan: Plan) -> tuple[UserChange, AdminUser]:
         body = await self.call("PUT", f"/auth/users/{user_id}/plan", json={"plan": plan.value})
-        return AdminUser.model_validate(body)
+        return _change(body), AdminUser.model_validate(body)
+
+
+@dataclass(frozen=True, slots=True)
+class UserChange:
+    """A change of what a user's key verifies to, and the user's version after it."""
+
+    user_id: str
+    version: int
+
+
+def _change(body: dict[str, Any]) -> UserChange:
+    return UserChange(str(body["userId"]), int(body["version"]))
 
 
 class UsageClient(InternalServiceClient):

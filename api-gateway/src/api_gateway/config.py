@@ -39,9 +39,11 @@ class Settings(ServiceSettings):
     circuit_cooldown_seconds: PositiveFloat = 30.0
     # Chat-template tokens added around a prompt; part of the worst-case reservation.
     prompt_token_overhead: PositiveInt = 64
-    # How long a verified key is trusted without asking auth-service again (0: never). At most
-    # 1 s: it bounds how long a revoked key keeps working on the other replicas.
-    key_cache_seconds: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # How long a verified key may be reused without asking auth-service again (0: never). Each
+    # use is checked against the user's version in Redis, so rotations, revocations and plan
+    # changes apply at once on every replica; this only bounds how long one whose announcement
+    # was lost (Redis unreachable at that moment) can be missed.
+    key_cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
     # Enables the admin API (/admin/...) when set; callers send it as a Bearer token or in
     # x-admin-token. Empty: the admin routes do not exist (404).
     admin_token: SecretStr = SecretStr("")

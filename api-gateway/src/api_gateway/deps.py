@@ -15,6 +15,7 @@ from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings
 from api_gateway.key_cache import VerifiedKeyCache
+from api_gateway.key_versions import KeyVersions
 from api_gateway.models import ModelCatalog
 from api_gateway.rate_limit import SlidingWindowLimiter
 from api_gateway.schemas import VerifiedUser
@@ -56,6 +57,10 @@ async def get_key_cache(request: Request) -> VerifiedKeyCache:
     return cast(VerifiedKeyCache, request.state.key_cache)
 
 
+async def get_key_versions(request: Request) -> KeyVersions:
+    return cast(KeyVersions, request.state.key_versions)
+
+
 async def get_request_id(request: Request) -> str:
     return cast(str, request.scope["state"]["request_id"])
 
@@ -69,6 +74,7 @@ RequestIdDep = Annotated[str, Depends(get_request_id)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 BreakerDep = Annotated[CircuitBreaker, Depends(get_breaker)]
 KeyCacheDep = Annotated[VerifiedKeyCache, Depends(get_key_cache)]
+KeyVersionsDep = Annotated[KeyVersions, Depends(get_key_versions)]
 
 
 async def presented_api_key(
@@ -86,16 +92,22 @@ PresentedKey = Annotated[str, Depends(presented_api_key)]
 
 
 async def authenticate(
-    auth: AuthClientDep, cache: KeyCacheDep, api_key: PresentedKey
+    auth: AuthClientDep, cache: KeyCacheDep, versions: KeyVersionsDep, api_key: PresentedKey
 ) -> VerifiedUser:
-    """The caller's user (401 when the key is missing or unknown); briefly cached."""
-    user = cache.get(api_key)
-    if user is None:
+    """The caller's user (401 when the key is missing or unknown).
+
+    A cached verification is used while the user's version in Redis is not newer (one GET);
+    otherwise auth-service verifies the key, and the version it saw is announced."""
+    cached = cache.get(api_key)
+    if cached is None or not await versions.is_current(cached.user.userId, cached.version):
         started = cache.now()
-        user = await auth.verify(api_key)
-        cache.put(api_key, user, verified_at=started)
-    structlog.contextvars.bind_contextvars(user_id=user.userId)
-    return user
+        cached = await auth.verify(api_key)
+        latest = await versions.announce(cached.user.userId, cached.version)
+        if latest is not None and latest <= cached.version:
+            cache.put(api_key, cached, verified_at=started)
+        # else: a newer change was announced meanwhile (or Redis is away): not cached.
+    structlog.contextvars.bind_contextvars(user_id=cached.user.userId)
+    return cached.user
 
 
 CurrentUser = Annotated[VerifiedUser, Depends(authenticate)]

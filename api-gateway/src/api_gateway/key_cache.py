@@ -1,12 +1,15 @@
-"""A short-lived in-process cache of verified API keys, so a busy key does not cost a call to
-auth-service on every request.
+"""An in-process cache of verified API keys, so a key does not cost a call to auth-service (and
+a MongoDB read) on every request.
 
-Entries are keyed by the key's SHA-256 (the key itself is never kept) and trusted for at most
-KEY_CACHE_SECONDS counted from when the verification *started*: a key revoked at time t was last
-verified before t, so no replica trusts it after t + TTL, even when that verification was still
-in flight during the revocation. Only successful verifications are cached, so a new key works at
-once and unknown keys cannot fill the cache. The replica that rotates or revokes a key drops it at
-once and refuses verifications of it that started before (they may have read the old state).
+Each entry holds the user's `version` as auth-service reported it (it counts the user's key and
+plan changes); the gateway uses an entry only while the latest version announced in Redis is not
+newer (see `key_versions`), so a rotation, revocation or plan change made through any replica
+applies on every replica from the next request. Entries are keyed by the key's SHA-256 (the key
+itself is never kept) and are also dropped KEY_CACHE_SECONDS after their verification *started*:
+that bounds how long a change whose announcement was lost (Redis unreachable right then) can be
+missed. Only successful verifications are cached, so a new key works at once and unknown keys
+cannot fill the cache. The replica that rotates or revokes a key drops it at once and refuses
+verifications of it that started before (they may have read the old state).
 """
 
 from __future__ import annotations
@@ -15,10 +18,17 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from api_gateway.schemas import VerifiedUser
 
 DEFAULT_MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CachedKey:
+    user: VerifiedUser
+    version: int  # the user's version the verification saw
 
 
 def _digest(api_key: str) -> str:
@@ -38,7 +48,7 @@ class VerifiedKeyCache:
         self.ttl = ttl_seconds
         self._max = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, VerifiedUser]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, CachedKey]] = OrderedDict()
         # digest -> when it was invalidated: verifications that started earlier are not stored.
         self._invalidated: OrderedDict[str, float] = OrderedDict()
 
@@ -49,20 +59,20 @@ class VerifiedKeyCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, api_key: str) -> VerifiedUser | None:
+    def get(self, api_key: str) -> CachedKey | None:
         if self.ttl <= 0:
             return None
         digest = _digest(api_key)
         entry = self._entries.get(digest)
         if entry is None:
             return None
-        expires, user = entry
+        expires, cached = entry
         if expires <= self._clock():
             del self._entries[digest]
             return None
-        return user
+        return cached
 
-    def put(self, api_key: str, user: VerifiedUser, *, verified_at: float) -> None:
+    def put(self, api_key: str, cached: CachedKey, *, verified_at: float) -> None:
         """Keep a verification that started at `verified_at` (`now()` read before the call)."""
         now = self._clock()
         expires = verified_at + self.ttl
@@ -73,7 +83,7 @@ class VerifiedKeyCache:
         invalidated = self._invalidated.get(digest)
         if invalidated is not None and verified_at <= invalidated:
             return
-        self._entries[digest] = (expires, user)
+        self._entries[digest] = (expires, cached)
         self._entries.move_to_end(digest)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
@@ -91,7 +101,7 @@ class VerifiedKeyCache:
 
     def invalidate_user(self, user_id: str) -> None:
         """Forget every key of this user (after a plan change, so the new plan applies at once)."""
-        stale = [digest for digest, (_, user) in self._entries.items() if user.userId == user_id]
+        stale = [d for d, (_, cached) in self._entries.items() if cached.user.userId == user_id]
         for digest in stale:
             del self._entries[digest]
 

@@ -11,11 +11,14 @@ import redis.asyncio as redis
 from fastapi import FastAPI
 from infergate_common.app import create_service_app
 from infergate_common.http_client import build_internal_client
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings, get_settings
 from api_gateway.key_cache import VerifiedKeyCache
+from api_gateway.key_versions import KEY_VERSION_SECONDS, KeyVersions
 from api_gateway.models import ModelCatalog
 from api_gateway.openai_errors import render_gateway_error
 from api_gateway.rate_limit import SlidingWindowLimiter
@@ -57,6 +60,10 @@ def create_app(
                 port=settings.redis_port,
                 socket_timeout=settings.redis_timeout,
                 socket_connect_timeout=settings.redis_timeout,
+                # One quick retry (a pooled connection may have been dropped by a restart);
+                # redis-py's default, 10 retries with backoff, holds a request ~4.5 s when
+                # Redis is down, where fail-open should answer at once.
+                retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
             )
             stack.push_async_callback(redis_client.aclose)
             state["redis"] = redis_client
@@ -65,6 +72,7 @@ def create_app(
                 cooldown_s=settings.circuit_cooldown_seconds,
             )
             state["key_cache"] = VerifiedKeyCache(ttl_seconds=settings.key_cache_seconds)
+            state["key_versions"] = KeyVersions(redis_client, keep_seconds=KEY_VERSION_SECONDS)
             state["catalog"] = ModelCatalog(settings.allowed_models, default=settings.model)
             state["limiter"] = SlidingWindowLimiter(
                 redis_client, fail_open=settings.rate_limit_failure_mode == "open"

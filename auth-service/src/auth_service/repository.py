@@ -15,6 +15,9 @@ from auth_service.schemas import User
 from auth_service.security import IssuedKey, revoked_placeholder
 
 Document = dict[str, Any]
+# Every change of what a key verifies to (rotation, revocation, plan) counts up the user's
+# `version`; gateways compare the version they cached with the latest one they were told of.
+_NEXT_VERSION = {"version": 1}
 
 
 class EmailTakenError(Exception):
@@ -37,6 +40,7 @@ class UserRepository:
             "keyHash": key.key_hash,
             "keyPrefix": key.display_prefix,
             "plan": plan.value,
+            "version": 0,
             "createdAt": now,
             "updatedAt": now,
         }
@@ -84,7 +88,7 @@ class UserRepository:
     async def set_plan(self, *, user_id: str, plan: Plan) -> User | None:
         result = await self._users.update_one(
             {"_id": ObjectId(user_id)},
-            {"$set": {"plan": plan.value, "updatedAt": datetime.now(UTC)}},
+            {"$set": {"plan": plan.value, "updatedAt": datetime.now(UTC)}, "$inc": _NEXT_VERSION},
         )
         return await self.find_by_id(user_id) if result.matched_count else None
 
@@ -92,7 +96,8 @@ class UserRepository:
         # update_one, not find_one_and_update (SecantusDB scans the collection for the latter);
         # the user is then read back by the new, unique and indexed keyHash.
         result = await self._users.update_one(
-            {"keyHash": current_hash}, {"$set": {**changes, "updatedAt": datetime.now(UTC)}}
+            {"keyHash": current_hash},
+            {"$set": {**changes, "updatedAt": datetime.now(UTC)}, "$inc": _NEXT_VERSION},
         )
         return await self.find_by_key_hash(changes["keyHash"]) if result.matched_count else None
 
@@ -104,4 +109,5 @@ def _to_user(document: Document) -> User:
         key_prefix=document.get("keyPrefix"),
         plan=Plan(document["plan"]),
         created_at=document["createdAt"],
+        version=document.get("version", 0),
     )

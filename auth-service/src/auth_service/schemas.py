@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from infergate_common.validation import ApiKey, Email, Plan
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StrictBody(BaseModel):
@@ -31,6 +31,7 @@ class VerifyResponse(BaseModel):
     valid: bool
     userId: str
     plan: Plan
+    version: int = Field(description="Counts the user's key and plan changes")
 
 
 class KeyRequest(StrictBody):
@@ -44,11 +45,13 @@ class RotateResponse(BaseModel):
     userId: str
     apiKey: str
     plan: Plan
+    version: int
 
 
 class RevokeResponse(BaseModel):
     message: str = "API key revoked"
     userId: str
+    version: int
 
 
 class PlanRequest(StrictBody):
@@ -63,6 +66,7 @@ class UserView(BaseModel):
     plan: Plan
     keyPrefix: str | None
     createdAt: datetime
+    version: int
 
 
 class UserList(BaseModel):
@@ -77,6 +81,7 @@ class User(BaseModel):
     key_prefix: str | None
     plan: Plan
     created_at: datetime
+    version: int
 
     def view(self) -> UserView:
         return UserView(
@@ -85,4 +90,5 @@ class User(BaseModel):
             plan=self.plan,
             keyPrefix=self.key_prefix,
             createdAt=self.created_at,
+            version=self.version,
         )

@@ -23,7 +23,13 @@ from api_gateway.admin_schemas import (
     PlanChanged,
     RequestHistory,
 )
-from api_gateway.deps import AuthClientDep, KeyCacheDep, SettingsDep, UsageClientDep
+from api_gateway.deps import (
+    AuthClientDep,
+    KeyCacheDep,
+    KeyVersionsDep,
+    SettingsDep,
+    UsageClientDep,
+)
 
 router = APIRouter(
     prefix="/admin",
@@ -59,15 +65,17 @@ async def set_plan(
     auth: AuthClientDep,
     usage: UsageClientDep,
     cache: KeyCacheDep,
+    versions: KeyVersionsDep,
     settings: SettingsDep,
 ) -> PlanChanged:
     """Move a user to FREE or PRO: the plan's request and token limits apply to the next request.
 
     Idempotent: repeat it if it failed halfway (the quota moves by the difference only once)."""
-    user = await auth.set_plan(user_id, body.plan)
+    change, user = await auth.set_plan(user_id, body.plan)
     month = await usage.set_plan(user_id, body.plan)
-    # This replica forgets the user's cached keys now; the others within KEY_CACHE_SECONDS.
+    # Every replica verifies the user's key afresh on its next request (the new plan applies).
     cache.invalidate_user(user_id)
+    await versions.announce(change.user_id, change.version)
     _log.info("plan_changed", user_id=user_id, plan=user.plan.value)
     return PlanChanged(
         userId=user_id,

@@ -44,4 +44,4 @@ async def verify(body: VerifyRequest, users: UsersDep) -> VerifyResponse:
     if user is None:
         _log.info("invalid_api_key")
         raise UnauthorizedError("Invalid API key", code="invalid_api_key")
-    return VerifyResponse(valid=True, userId=user.id, plan=user.plan)
+    return VerifyResponse(valid=True, userId=user.id, plan=user.plan, version=user.version)

@@ -28,7 +28,7 @@ async def rotate(body: KeyRequest, users: UsersDep) -> RotateResponse:
     if user is None:
         raise _invalid_key()
     _log.info("api_key_rotated", user_id=user.id)
-    return RotateResponse(userId=user.id, apiKey=issued.key, plan=user.plan)
+    return RotateResponse(userId=user.id, apiKey=issued.key, plan=user.plan, version=user.version)
 
 
 @router.post("/revoke", response_model=RevokeResponse, responses=error_responses(401))
@@ -39,4 +39,4 @@ async def revoke(body: KeyRequest, users: UsersDep) -> RevokeResponse:
     if user is None:
         raise _invalid_key()
     _log.info("api_key_revoked", user_id=user.id)
-    return RevokeResponse(userId=user.id)
+    return RevokeResponse(userId=user.id, version=user.version)
