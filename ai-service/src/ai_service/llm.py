@@ -14,13 +14,37 @@ import httpx
 import ollama
 import pydantic
 import structlog
+from infergate_common.aiohttp_transport import AiohttpTransport
 from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnavailableError
+from infergate_common.request_context import REQUEST_ID_HEADER, current_request_id
 
 from ai_service.schemas import GenerateRequest, GenerateResponse
 
 _log = structlog.get_logger("llm")
 # Everything the ollama client raises for a failed call (see ecosystem notes, section 3.7).
 LLM_ERRORS = (ollama.ResponseError, ConnectionError, httpx.HTTPError, pydantic.ValidationError)
+# Opening a connection to the LLM server; `timeout` (seconds without a byte) covers the rest.
+CONNECT_TIMEOUT = 3.0
+
+
+def create_ollama_client(*, url: str, timeout: float) -> ollama.AsyncClient:
+    """The official client, its requests sent over aiohttp (call inside the event loop).
+
+    httpcore's connection pool was most of ai-service's CPU under load; the aiohttp transport
+    keeps the client's httpx API, timeouts and exceptions. Closing the client closes its pool.
+    """
+    return ollama.AsyncClient(
+        host=url,
+        timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
+        transport=AiohttpTransport(),
+        event_hooks={"request": [_stamp_request_id]},
+    )
+
+
+async def _stamp_request_id(request: httpx.Request) -> None:
+    request_id = current_request_id()
+    if request_id is not None:
+        request.headers[REQUEST_ID_HEADER] = request_id
 
 
 class LlmClient:

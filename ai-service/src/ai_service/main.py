@@ -7,14 +7,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
-import ollama
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
 from infergate_common.app import READINESS_RESPONSES, ReadinessResponse, create_service_app
 from infergate_common.internal_auth import INTERNAL_AUTH_RESPONSES, internal_token_guard
 
 from ai_service.config import Settings, get_settings
-from ai_service.llm import LlmClient
+from ai_service.llm import LlmClient, create_ollama_client
 from ai_service.routes.ai import router as ai_router
 
 
@@ -43,10 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
-            client = ollama.AsyncClient(
-                host=settings.ollama_url,
-                timeout=httpx.Timeout(settings.ollama_timeout, connect=3.0),
-            )
+            client = create_ollama_client(url=settings.ollama_url, timeout=settings.ollama_timeout)
             stack.push_async_callback(client.close)
             defaults = {
                 name: value

@@ -1,0 +1,15 @@
+"""ai-service's unit tests: the repository root on the import path, for the shared test LLM.
+
+`tests/fake_ollama_fixtures.py` (the deterministic Ollama-protocol server) lives with the
+integration tests; this makes `tests.fake_ollama_fixtures` importable when this directory runs
+on its own, as it is when pytest has loaded `tests/conftest.py`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
+if REPO_ROOT not in sys.path:
+    sys.path.append(REPO_ROOT)
