@@ -59,8 +59,8 @@ class Metering:
             reservationId=reservation_id,
             period=period,
             reservedTokens=body.tokens,
-            monthlyTokenLimit=record.monthly_limit,
-            remainingTokens=record.remaining_tokens,
+            monthlyTokenLimit=record.limit,
+            remainingTokens=record.remaining,
         )
 
     async def settle(self, body: SettleRequest) -> SettleResponse:

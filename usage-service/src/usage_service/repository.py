@@ -8,6 +8,8 @@ document, so reserving and settling are each one atomic update, and settling twi
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,12 +22,53 @@ from usage_service.periods import usage_key
 from usage_service.schemas import RequestLogEntry, UsageRecord
 
 Document = dict[str, Any]
+_MAX_HINTS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A month's limit and what is left of it."""
+
+    limit: int
+    remaining: int
+
+
+class QuotaHints:
+    """The figures this process last saw in each month's document (bounded, oldest out).
+
+    Only ever used as the expected values of a compare-and-set, so a stale hint (another
+    replica, an admin change, a concurrent request) costs a failed update, never a wrong answer.
+    """
+
+    def __init__(self, max_entries: int = _MAX_HINTS) -> None:
+        self._max = max_entries
+        self._hints: OrderedDict[str, Quota] = OrderedDict()
+
+    def get(self, key: str) -> Quota | None:
+        return self._hints.get(key)
+
+    def put(self, key: str, quota: Quota) -> Quota:
+        self._hints[key] = quota
+        self._hints.move_to_end(key)
+        if len(self._hints) > self._max:
+            self._hints.popitem(last=False)
+        return quota
+
+    def shift(self, key: str, returned: int) -> None:
+        """A settlement gave `returned` tokens back to the month."""
+        hint = self._hints.get(key)
+        if hint is not None:
+            self._hints[key] = Quota(hint.limit, hint.remaining + returned)
+
+    def forget(self, key: str) -> None:
+        self._hints.pop(key, None)
 
 
 class UsageRepository:
     def __init__(self, usage: AsyncCollection[Document], *, reservation_ttl: timedelta) -> None:
         self._usage = usage
         self._ttl = reservation_ttl
+        self._hints = QuotaHints()
 
     async def ensure_indexes(self) -> None:
         # Reserving and settling find the document by `_id`, so this collection needs no other
@@ -39,33 +82,45 @@ class UsageRepository:
 
     async def reserve(
         self, *, user_id: str, period: str, limit: int, reservation_id: str, tokens: int
-    ) -> UsageRecord | None:
+    ) -> Quota | None:
         """Hold `tokens` of this month's quota, or return None when they are not available."""
         now = datetime.now(UTC)
         entry = {"rid": reservation_id, "t": tokens, "exp": now + self._ttl}
         key = usage_key(user_id, period)
+        hint = self._hints.get(key)
+        if hint is not None and hint.remaining >= tokens:
+            # Compare-and-set on the figures last seen: when they still hold, the result is
+            # known without reading the document back (one round trip instead of two).
+            result = await self._usage.update_one(
+                {"_id": key, "remainingTokens": hint.remaining, "monthlyTokenLimit": hint.limit},
+                _reservation(tokens, entry, now),
+            )
+            if result.modified_count:
+                return self._hints.put(key, Quota(hint.limit, hint.remaining - tokens))
+        # Not seen yet, or changed meanwhile (elsewhere, or by a concurrent request).
+        self._hints.forget(key)
         for _ in range(2):
             # update_one then find_one, not find_one_and_update: SecantusDB scans the whole
             # collection for findAndModify (36 ms at 5,000 documents) but not for these.
             result = await self._usage.update_one(
                 {"_id": key, "remainingTokens": {"$gte": tokens}},
-                {
-                    "$inc": {"remainingTokens": -tokens, "reservedTokens": tokens},
-                    "$push": {"open": entry},
-                    "$set": {"updatedAt": now},
-                },
+                _reservation(tokens, entry, now),
             )
             if result.modified_count:
-                document = await self._usage.find_one({"_id": key})
+                document = await self._usage.find_one(
+                    {"_id": key}, {"remainingTokens": 1, "monthlyTokenLimit": 1}
+                )
                 if document is not None:
-                    return _to_record(document)
+                    # Possibly after later changes too: still this reservation's upper bound.
+                    quota = Quota(document["monthlyTokenLimit"], document["remainingTokens"])
+                    return self._hints.put(key, quota)
             if tokens > limit:
                 return None
             try:
                 document = _new_usage(key, user_id=user_id, period=period, limit=limit, now=now)
                 document.update(reservedTokens=tokens, remainingTokens=limit - tokens, open=[entry])
                 await self._usage.insert_one(document)
-                return _to_record(document)
+                return self._hints.put(key, Quota(limit, limit - tokens))
             except DuplicateKeyError:
                 # The month's record exists (maybe created concurrently): the conditional
                 # update above decides, once more.
@@ -93,7 +148,10 @@ class UsageRepository:
                 "$set": {"updatedAt": datetime.now(UTC)},
             },
         )
-        return result.modified_count == 1
+        if result.modified_count != 1:
+            return False
+        self._hints.shift(usage_key(user_id, period), reserved - charge)
+        return True
 
     async def set_limit(self, *, user_id: str, period: str, limit: int) -> UsageRecord:
         """Make `limit` the month's quota, moving `remainingTokens` by the same difference.
@@ -103,6 +161,7 @@ class UsageRepository:
         concurrent changes each applies its own difference exactly once.
         """
         key = usage_key(user_id, period)
+        self._hints.forget(key)
         while True:
             current = await self._usage.find_one({"_id": key}, {"monthlyTokenLimit": 1})
             if current is None:
@@ -199,6 +258,14 @@ class RequestLogRepository:
     async def drain(self) -> None:
         """Wait for entries still being written."""
         await self._inserter.drain()
+
+
+def _reservation(tokens: int, entry: Document, now: datetime) -> Document:
+    return {
+        "$inc": {"remainingTokens": -tokens, "reservedTokens": tokens},
+        "$push": {"open": entry},
+        "$set": {"updatedAt": now},
+    }
 
 
 def _new_usage(key: str, *, user_id: str, period: str, limit: int, now: datetime) -> Document:

@@ -1,0 +1,142 @@
+"""Reservations on a real MongoDB-protocol server: the compare-and-set on the figures last seen
+saves the read-back, and stale figures never give a wrong answer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from infergate_devstack.components.datastores import mongo_uri
+from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.collection import AsyncCollection
+from usage_service.repository import Quota, UsageRepository
+
+LIMIT = 1000
+PERIOD = "2026-11"
+Document = dict[str, Any]
+
+
+class Commands(monitoring.CommandListener):
+    """The commands the client sent (names only)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.fixture
+def commands() -> Commands:
+    return Commands()
+
+
+@pytest.fixture
+async def usage(mongo_port: int, commands: Commands) -> AsyncIterator[AsyncCollection[Document]]:
+    mongo: AsyncMongoClient[Document] = AsyncMongoClient(
+        mongo_uri(mongo_port, f"hints-{uuid.uuid4().hex[:8]}"), event_listeners=[commands]
+    )
+    yield mongo.get_default_database()["usage"]
+    await mongo.close()
+
+
+def replica(usage: AsyncCollection[Document]) -> UsageRepository:
+    """A repository as one usage-service process holds it (each has its own hints)."""
+    return UsageRepository(usage, reservation_ttl=timedelta(minutes=5))
+
+
+async def reserve(repository: UsageRepository, tokens: int, user: str = "u1") -> Quota | None:
+    return await repository.reserve(
+        user_id=user, period=PERIOD, limit=LIMIT, reservation_id=uuid.uuid4().hex, tokens=tokens
+    )
+
+
+async def stored(usage: AsyncCollection[Document], user: str = "u1") -> Document:
+    document = await usage.find_one({"_id": f"{user}:{PERIOD}"})
+    assert document is not None
+    return document
+
+
+async def test_a_second_reservation_is_one_update_and_reports_exact_figures(
+    usage: AsyncCollection[Document], commands: Commands
+) -> None:
+    repository = replica(usage)
+    assert await reserve(repository, 100) == Quota(LIMIT, 900)
+    commands.names.clear()
+    assert await reserve(repository, 50) == Quota(LIMIT, 850)
+    assert commands.names == ["update"]  # no read-back
+    assert (await stored(usage))["remainingTokens"] == 850
+
+
+async def test_figures_changed_elsewhere_are_detected_and_the_answer_stays_exact(
+    usage: AsyncCollection[Document], commands: Commands
+) -> None:
+    first, second = replica(usage), replica(usage)
+    assert await reserve(first, 100) == Quota(LIMIT, 900)
+    assert await reserve(second, 200) == Quota(LIMIT, 700)  # first's figures are now stale
+    commands.names.clear()
+    assert await reserve(first, 50) == Quota(LIMIT, 650)
+    assert commands.names == ["update", "update", "find"]  # refused compare-and-set, then read
+    assert (await stored(usage))["remainingTokens"] == 650
+
+
+async def test_a_settlement_moves_the_figures_so_the_next_reservation_needs_no_read(
+    usage: AsyncCollection[Document], commands: Commands
+) -> None:
+    repository = replica(usage)
+    rid = uuid.uuid4().hex
+    await repository.reserve(
+        user_id="u1", period=PERIOD, limit=LIMIT, reservation_id=rid, tokens=300
+    )
+    settled = await repository.settle(
+        user_id="u1", period=PERIOD, reservation_id=rid, reserved=300, charge=120
+    )
+    assert settled
+    commands.names.clear()
+    assert await reserve(repository, 10) == Quota(LIMIT, LIMIT - 120 - 10)
+    assert commands.names == ["update"]
+
+
+async def test_a_limit_change_is_never_reported_with_old_figures(
+    usage: AsyncCollection[Document],
+) -> None:
+    repository, admin = replica(usage), replica(usage)
+    await reserve(repository, 100)
+    await admin.set_limit(user_id="u1", period=PERIOD, limit=5000)
+    assert await reserve(repository, 100) == Quota(5000, 4800)
+
+
+async def test_a_hint_above_the_real_remainder_cannot_overspend(
+    usage: AsyncCollection[Document],
+) -> None:
+    first, second = replica(usage), replica(usage)
+    await reserve(first, 100)  # first believes 900 are left
+    assert await reserve(second, 850) == Quota(LIMIT, 50)
+    assert await reserve(first, 800) is None  # 50 left in truth
+    assert (await stored(usage))["remainingTokens"] == 50
+
+
+async def test_concurrent_reservations_on_one_month_never_overshoot(
+    usage: AsyncCollection[Document],
+) -> None:
+    replicas = [replica(usage), replica(usage)]
+    await reserve(replicas[0], 10)
+    await reserve(replicas[1], 10)  # both now hold hints, soon stale
+    results = await asyncio.gather(*(reserve(replicas[i % 2], 45) for i in range(40)))
+    granted = [quota for quota in results if quota is not None]
+    assert len(granted) == (LIMIT - 20) // 45
+    document = await stored(usage)
+    assert document["remainingTokens"] == LIMIT - 20 - 45 * len(granted)
+    assert document["reservedTokens"] == 20 + 45 * len(granted)
+    # Every answer is an upper bound that was true at some moment: never below the final.
+    assert min(quota.remaining for quota in granted) == document["remainingTokens"]
