@@ -45,10 +45,6 @@ async def get_limiter(request: Request) -> SlidingWindowLimiter:
     return cast(SlidingWindowLimiter, request.state.limiter)
 
 
-async def get_breaker(request: Request) -> CircuitBreaker:
-    return cast(CircuitBreaker, request.state.breaker)
-
-
 async def get_catalog(request: Request) -> ModelCatalog:
     return cast(ModelCatalog, request.state.catalog)
 
@@ -61,18 +57,12 @@ async def get_key_versions(request: Request) -> KeyVersions:
     return cast(KeyVersions, request.state.key_versions)
 
 
-async def get_request_id(request: Request) -> str:
-    return cast(str, request.scope["state"]["request_id"])
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 AuthClientDep = Annotated[AuthClient, Depends(get_auth_client)]
 UsageClientDep = Annotated[UsageClient, Depends(get_usage_client)]
 AiClientDep = Annotated[AiClient, Depends(get_ai_client)]
 LimiterDep = Annotated[SlidingWindowLimiter, Depends(get_limiter)]
-RequestIdDep = Annotated[str, Depends(get_request_id)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
-BreakerDep = Annotated[CircuitBreaker, Depends(get_breaker)]
 KeyCacheDep = Annotated[VerifiedKeyCache, Depends(get_key_cache)]
 KeyVersionsDep = Annotated[KeyVersions, Depends(get_key_versions)]
 
@@ -91,13 +81,16 @@ async def presented_api_key(
 PresentedKey = Annotated[str, Depends(presented_api_key)]
 
 
-async def authenticate(
-    auth: AuthClientDep, cache: KeyCacheDep, versions: KeyVersionsDep, api_key: PresentedKey
-) -> VerifiedUser:
+async def authenticate(request: Request, api_key: PresentedKey) -> VerifiedUser:
     """The caller's user (401 when the key is missing or unknown).
 
     A cached verification is used while the user's version in Redis is not newer (one GET);
-    otherwise auth-service verifies the key, and the version it saw is announced."""
+    otherwise auth-service verifies the key, and the version it saw is announced. (The clients
+    are read from the request state directly: on the hot path each sub-dependency costs.)"""
+    state = request.state
+    cache = cast(VerifiedKeyCache, state.key_cache)
+    versions = cast(KeyVersions, state.key_versions)
+    auth = cast(AuthClient, state.auth_client)
     cached = cache.get(api_key)
     if cached is None or not await versions.is_current(cached.user.userId, cached.version):
         started = cache.now()
@@ -113,16 +106,18 @@ async def authenticate(
 CurrentUser = Annotated[VerifiedUser, Depends(authenticate)]
 
 
-async def new_chat_turn(
-    settings: SettingsDep,
-    usage: UsageClientDep,
-    ai: AiClientDep,
-    user: CurrentUser,
-    request_id: RequestIdDep,
-    breaker: BreakerDep,
-) -> ChatTurn:
+async def new_chat_turn(request: Request, user: CurrentUser) -> ChatTurn:
     """One chat turn of the authenticated caller (shared by /v1/chat and the OpenAI route)."""
-    return ChatTurn(settings, usage, ai, user, request_id, time.perf_counter(), breaker)
+    state = request.state
+    return ChatTurn(
+        settings=cast(Settings, request.app.state.settings),
+        usage=cast(UsageClient, state.usage_client),
+        ai=cast(AiClient, state.ai_client),
+        user=user,
+        request_id=cast(str, request.scope["state"]["request_id"]),
+        started=time.perf_counter(),
+        breaker=cast(CircuitBreaker, state.breaker),
+    )
 
 
 ChatTurnDep = Annotated[ChatTurn, Depends(new_chat_turn)]
