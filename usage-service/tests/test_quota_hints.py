@@ -140,3 +140,31 @@ async def test_concurrent_reservations_on_one_month_never_overshoot(
     assert document["reservedTokens"] == 20 + 45 * len(granted)
     # Every answer is an upper bound that was true at some moment: never below the final.
     assert min(quota.remaining for quota in granted) == document["remainingTokens"]
+
+
+async def test_a_batched_settlement_applies_once_and_never_creates_a_document(
+    usage: AsyncCollection[Document],
+) -> None:
+    repository = replica(usage)
+    rid = uuid.uuid4().hex
+    await repository.reserve(
+        user_id="u1", period=PERIOD, limit=LIMIT, reservation_id=rid, tokens=80
+    )
+
+    async def settle(reservation_id: str, reserved: int, period: str = PERIOD) -> bool:
+        return await repository.settle(
+            user_id="u1", period=period, reservation_id=reservation_id, reserved=reserved, charge=30
+        )
+
+    outcomes = await asyncio.gather(
+        settle(rid, 79),  # not the amount reserved
+        settle(uuid.uuid4().hex, 80),  # no such reservation
+        settle(rid, 80, period="2026-10"),  # no such month
+        settle(rid, 80),
+        settle(rid, 80),  # a repeat in the same batch
+    )
+    assert list(outcomes) == [False, False, False, True, False]
+    assert await usage.count_documents({}) == 1
+    document = await stored(usage)
+    assert (document["usedTokens"], document["reservedTokens"], document["open"]) == (30, 0, [])
+    assert document["remainingTokens"] == LIMIT - 30

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from api_gateway.schemas import VerifiedUser
 
-DEFAULT_MAX_ENTRIES = 10_000
+DEFAULT_MAX_ENTRIES = 100_000  # about 30 MB when full
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logs = RequestLogRepository(db["requestlogs"])
             await usage.ensure_indexes()
             await logs.ensure_indexes()
-            stack.push_async_callback(logs.drain)  # runs before the client closes
+            # These run before the client closes: writes still in a batch are finished.
+            stack.push_async_callback(logs.drain)
+            stack.push_async_callback(usage.drain)
             metering = Metering(usage=usage, logs=logs, settings=settings)
             sweeper = asyncio.create_task(
                 _sweep_forever(metering, settings.reservation_sweep_seconds)

@@ -13,16 +13,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from usage_service.group_commit import GroupCommitInserter
+from usage_service.group_commit import DUPLICATE_KEY, GroupCommit
 from usage_service.periods import usage_key
 from usage_service.schemas import RequestLogEntry, UsageRecord
 
 Document = dict[str, Any]
 _MAX_HINTS = 100_000
+# What a batched write's "did not apply" looks like (see `reserve` and `settle`): the upsert's
+# insert hit the existing document (duplicate _id), or the update could not apply to the
+# document the upsert would have inserted ($pull on a non-array: BadValue).
+_BAD_VALUE = 2
+_NOT_APPLIED = frozenset({DUPLICATE_KEY, _BAD_VALUE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,7 @@ class UsageRepository:
         self._usage = usage
         self._ttl = reservation_ttl
         self._hints = QuotaHints()
+        self._writes = GroupCommit(usage)
 
     async def ensure_indexes(self) -> None:
         # Reserving and settling find the document by `_id`, so this collection needs no other
@@ -91,11 +97,30 @@ class UsageRepository:
         if hint is not None and hint.remaining >= tokens:
             # Compare-and-set on the figures last seen: when they still hold, the result is
             # known without reading the document back (one round trip instead of two).
-            result = await self._usage.update_one(
-                {"_id": key, "remainingTokens": hint.remaining, "monthlyTokenLimit": hint.limit},
-                _reservation(tokens, entry, now),
+            # Written with other requests' writes in one bulk (see group_commit), as an upsert
+            # so that "the figures changed" is an error of its own: the insert of `_id` fails.
+            # (Were the document gone, the upsert would create it from the expected figures.)
+            applied = await self._writes.write(
+                UpdateOne(
+                    {
+                        "_id": key,
+                        "remainingTokens": hint.remaining,
+                        "monthlyTokenLimit": hint.limit,
+                    },
+                    {
+                        **_reservation(tokens, entry, now),
+                        "$setOnInsert": {
+                            "userId": user_id,
+                            "period": period,
+                            "usedTokens": 0,
+                            "createdAt": now,
+                        },
+                    },
+                    upsert=True,
+                ),
+                refused=frozenset({DUPLICATE_KEY}),
             )
-            if result.modified_count:
+            if applied:
                 return self._hints.put(key, Quota(hint.limit, hint.remaining - tokens))
         # Not seen yet, or changed meanwhile (elsewhere, or by a concurrent request).
         self._hints.forget(key)
@@ -131,27 +156,39 @@ class UsageRepository:
         self, *, user_id: str, period: str, reservation_id: str, reserved: int, charge: int
     ) -> bool:
         """Turn an open reservation into `charge` used tokens; False if it was not open."""
-        result = await self._usage.update_one(
-            # The month the reservation was made in (it may be the previous one by now); the
-            # amount is the one reserve returned to the (authenticated) caller.
-            {
-                "_id": usage_key(user_id, period),
-                "open": {"$elemMatch": {"rid": reservation_id, "t": reserved}},
-            },
-            {
-                "$inc": {
-                    "usedTokens": charge,
-                    "reservedTokens": -reserved,
-                    "remainingTokens": reserved - charge,
+        # The month the reservation was made in (it may be the previous one by now); the amount
+        # is the one reserve returned to the (authenticated) caller. Batched with other writes
+        # (see group_commit), as an upsert that cannot insert: when no open reservation matches,
+        # the upsert's document would have `open` as {"rid": ...}, which $pull refuses
+        # (BadValue), so "not open" is an error of its own and nothing is inserted.
+        applied = await self._writes.write(
+            UpdateOne(
+                {
+                    "_id": usage_key(user_id, period),
+                    "open.rid": reservation_id,
+                    "open": {"$elemMatch": {"rid": reservation_id, "t": reserved}},
                 },
-                "$pull": {"open": {"rid": reservation_id}},
-                "$set": {"updatedAt": datetime.now(UTC)},
-            },
+                {
+                    "$inc": {
+                        "usedTokens": charge,
+                        "reservedTokens": -reserved,
+                        "remainingTokens": reserved - charge,
+                    },
+                    "$pull": {"open": {"rid": reservation_id}},
+                    "$set": {"updatedAt": datetime.now(UTC)},
+                },
+                upsert=True,
+            ),
+            refused=_NOT_APPLIED,
         )
-        if result.modified_count != 1:
+        if not applied:
             return False
         self._hints.shift(usage_key(user_id, period), reserved - charge)
         return True
+
+    async def drain(self) -> None:
+        """Wait for reservations and settlements still being written."""
+        await self._writes.drain()
 
     async def set_limit(self, *, user_id: str, period: str, limit: int) -> UsageRecord:
         """Make `limit` the month's quota, moving `remainingTokens` by the same difference.
@@ -211,7 +248,7 @@ class RequestLogRepository:
 
     def __init__(self, logs: AsyncCollection[Document]) -> None:
         self._logs = logs
-        self._inserter = GroupCommitInserter(logs)
+        self._writes = GroupCommit(logs)
 
     async def ensure_indexes(self) -> None:
         await self._logs.create_index(
@@ -240,24 +277,23 @@ class RequestLogRepository:
 
         Concurrent entries are written together (group commit), each caller waiting for its own.
         """
-        return await self._inserter.insert(
-            {
-                "_id": attempt_id,
-                "requestId": entry.request_id,
-                "userId": entry.user_id,
-                "model": entry.model,
-                "promptTokens": entry.prompt_tokens,
-                "completionTokens": entry.completion_tokens,
-                "tokensUsed": entry.tokens_used,
-                "responseTimeMs": entry.response_time_ms,
-                "status": entry.status.value,
-                "createdAt": entry.created_at,
-            }
-        )
+        document = {
+            "_id": attempt_id,
+            "requestId": entry.request_id,
+            "userId": entry.user_id,
+            "model": entry.model,
+            "promptTokens": entry.prompt_tokens,
+            "completionTokens": entry.completion_tokens,
+            "tokensUsed": entry.tokens_used,
+            "responseTimeMs": entry.response_time_ms,
+            "status": entry.status.value,
+            "createdAt": entry.created_at,
+        }
+        return await self._writes.write(InsertOne(document), refused=frozenset({DUPLICATE_KEY}))
 
     async def drain(self) -> None:
         """Wait for entries still being written."""
-        await self._inserter.drain()
+        await self._writes.drain()
 
 
 def _reservation(tokens: int, entry: Document, now: datetime) -> Document:
