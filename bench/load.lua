@@ -1,6 +1,7 @@
 -- wrk script of InferGate's benchmark (bench/wrk.py runs it).
--- Arguments after `--`: METHOD BODY_FILE KEYS_FILE ("-" for no body / no keys).
--- Each request carries the next API key of the file (every thread starts elsewhere in it);
+-- Arguments after `--`: METHOD BODY_FILE KEYS_FILE THREADS ("-" for no body / no keys).
+-- Each request carries the next API key of the file (the threads start evenly spread over it,
+-- so N requests in all use about every one of N keys once);
 -- the requests are built once in init(), so wrk only copies bytes in the loop.
 -- done() prints one line "BENCH_RESULT {json}" with the latency percentiles (microseconds),
 -- the totals, wrk's socket errors and the count of every HTTP status.
@@ -21,6 +22,7 @@ end
 
 function init(args)
   local method, body_path, keys_path = args[1], args[2], args[3]
+  local thread_count = tonumber(args[4] or "1")
   local body = nil
   local headers = {}
   if body_path ~= "-" then
@@ -38,7 +40,7 @@ function init(args)
   else
     prepared[1] = wrk.format(method, nil, headers, body)
   end
-  position = (thread_index * 7919) % #prepared
+  position = (thread_index * math.floor(#prepared / thread_count)) % #prepared
   statuses = {}
 end
 

@@ -93,13 +93,34 @@ def prepared_stack(options: Options, *, keep_series: bool = False) -> Iterator[P
                     progress(f"registration retried after: {failure}")
                 check_chat(bench.stack.public_url, done.keys[0])
                 files = write_inputs(data_dir / "inputs", done.keys)
+                all_targets = targets(bench, files)
+                if "chat" in options.scenarios:
+                    prime(all_targets["chat"], users=len(done.keys))
                 registration: dict[str, Any] = {
                     "users": len(done.keys),
                     "seconds": round(done.seconds, 1),
                     "per_s": round(len(done.keys) / done.seconds, 1),
                     "retried_failures": done.failures,
                 }
-                yield Prepared(bench, targets(bench, files), sampler, registration)
+                yield Prepared(bench, all_targets, sampler, registration)
+
+
+PRIMING_CONCURRENCY = 32
+PRIMING_MARGIN = 1.1
+
+
+def prime(chat: Target, *, users: int) -> None:
+    """One chat per user before anything is measured, so every point sees the steady state of
+    active users: each key verified once and cached, each month's quota figures known (a first
+    request per user costs an auth-service call and a MongoDB read more; see bench/README.md)."""
+    started = time.monotonic()
+    sent = 0
+    while sent < users * PRIMING_MARGIN:
+        remaining = users * PRIMING_MARGIN - sent
+        sent += run_wrk(
+            chat, concurrency=PRIMING_CONCURRENCY, seconds=max(2.0, remaining / 300)
+        ).requests
+    progress(f"primed: {sent} chats for {users} users in {time.monotonic() - started:.0f} s")
 
 
 def cpu_report(cpu: dict[str, float], result: WrkResult) -> dict[str, float]:

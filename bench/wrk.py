@@ -81,6 +81,7 @@ def wrk_argv(target: Target, *, concurrency: int, seconds: float) -> list[str]:
         target.method,
         str(target.body_file) if target.body_file else "-",
         str(target.keys_file) if target.keys_file else "-",
+        str(threads),
     ]
 
 
