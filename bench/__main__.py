@@ -40,7 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--label", default=None, help="results name: <label>.json/.png (latest / soak-latest)"
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--gateway-replicas", type=int, default=1, help="gateway processes (1)")
+    parser.add_argument(
+        "--gateway-replicas", type=int, default=2, help="gateway processes (2: one per core)"
+    )
     parser.add_argument("--data-dir", type=Path, help="keep the stack's data and logs here")
     return parser.parse_args(argv)
 

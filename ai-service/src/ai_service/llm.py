@@ -155,7 +155,8 @@ def _line(event: dict[str, Any]) -> bytes:
 def _result(response: ollama.ChatResponse, *, model: str, output: str) -> GenerateResponse:
     prompt_tokens = _count(response.prompt_eval_count, "prompt_eval_count")
     completion_tokens = _count(response.eval_count, "eval_count")
-    _log.info(
+    # Debug: the counts are in the request log (usage-service) and the access line is at info.
+    _log.debug(
         "generation_finished",
         model=model,
         prompt_tokens=prompt_tokens,
