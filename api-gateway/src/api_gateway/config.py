@@ -43,7 +43,7 @@ class Settings(ServiceSettings):
     # use is checked against the user's version in Redis, so rotations, revocations and plan
     # changes apply at once on every replica; this only bounds how long one whose announcement
     # was lost (Redis unreachable at that moment) can be missed.
-    key_cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    key_cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 300.0
     # Enables the admin API (/admin/...) when set; callers send it as a Bearer token or in
     # x-admin-token. Empty: the admin routes do not exist (404).
     admin_token: SecretStr = SecretStr("")

@@ -64,6 +64,8 @@ http {{
 
     upstream gateway {{
 {servers}
+        # To the replica with the fewest requests in flight (round robin queues behind a busy one).
+        least_conn;
         keepalive 64;
         # Below uvicorn's 5 s keep-alive: never reuse a connection the gateway is closing.
         keepalive_timeout 4s;
