@@ -17,6 +17,7 @@ from infergate_common.errors import (
     install_error_handlers,
     render_infergate_error,
 )
+from infergate_common.gc_tuning import with_gc_tuning
 from infergate_common.logs import configure_logging
 from infergate_common.request_context import RequestContextMiddleware
 from infergate_common.settings import ServiceSettings
@@ -113,7 +114,7 @@ def create_service_app(
         title=title,
         description=description,
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=with_gc_tuning(lifespan),
         docs_url="/docs" if public_docs else None,
         redoc_url=None,
     )
