@@ -3,6 +3,7 @@ concurrency, with every process's %CPU during each run and its peak memory over 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -95,7 +96,7 @@ def prepared_stack(options: Options, *, keep_series: bool = False) -> Iterator[P
                 files = write_inputs(data_dir / "inputs", done.keys)
                 all_targets = targets(bench, files)
                 if "chat" in options.scenarios:
-                    prime(all_targets["chat"], users=len(done.keys) * options.gateway_replicas)
+                    prime(bench, all_targets["chat"], users=len(done.keys))
                 registration: dict[str, Any] = {
                     "users": len(done.keys),
                     "seconds": round(done.seconds, 1),
@@ -109,18 +110,20 @@ PRIMING_CONCURRENCY = 32
 PRIMING_MARGIN = 1.1
 
 
-def prime(chat: Target, *, users: int) -> None:
-    """About one chat per user and gateway replica before anything is measured, so every point
-    sees the steady state of active users: each key verified and cached by each replica, each
-    month's quota figures known (a first request per user costs an auth-service call and a
-    MongoDB read more; see bench/README.md)."""
+def prime(bench: BenchStack, chat: Target, *, users: int) -> None:
+    """About one chat per user on each gateway replica (called directly, not through nginx)
+    before anything is measured, so every point sees the steady state of active users: each key
+    verified and cached by each replica, each month's quota figures known (a first request per
+    user and replica costs an auth-service call and a MongoDB read more; see bench/README.md)."""
     started = time.monotonic()
     sent = 0
-    while sent < users * PRIMING_MARGIN:
-        remaining = users * PRIMING_MARGIN - sent
-        sent += run_wrk(
-            chat, concurrency=PRIMING_CONCURRENCY, seconds=max(2.0, remaining / 300)
-        ).requests
+    for port in bench.stack.gateway_ports:
+        direct = dataclasses.replace(chat, url=f"http://127.0.0.1:{port}/v1/chat")
+        on_replica = 0
+        while on_replica < users * PRIMING_MARGIN:
+            seconds = max(2.0, (users * PRIMING_MARGIN - on_replica) / 400)
+            on_replica += run_wrk(direct, concurrency=PRIMING_CONCURRENCY, seconds=seconds).requests
+        sent += on_replica
     progress(f"primed: {sent} chats for {users} users in {time.monotonic() - started:.0f} s")
 
 
