@@ -1,4 +1,5 @@
-"""ai-service's unit tests: the repository root on the import path, for the shared test LLM.
+"""ai-service's unit tests: the repository root on the import path, for the shared test LLM,
+and this directory, for the reply bodies the tests share (`ollama_replies`).
 
 `tests/fake_ollama_fixtures.py` (the deterministic Ollama-protocol server) lives with the
 integration tests; this makes `tests.fake_ollama_fixtures` importable when this directory runs
@@ -13,3 +14,4 @@ from pathlib import Path
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 if REPO_ROOT not in sys.path:
     sys.path.append(REPO_ROOT)
+sys.path.insert(0, str(Path(__file__).parent))

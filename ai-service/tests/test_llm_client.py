@@ -12,6 +12,7 @@ import pytest
 from ai_service.llm import LlmClient
 from ai_service.schemas import GenerateRequest
 from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnavailableError
+from ollama_replies import chat_body
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -28,15 +29,7 @@ def llm_with(handler: Handler) -> LlmClient:
 
 
 def chat_reply(**fields: Any) -> httpx.Response:
-    body = {
-        "model": "llama3",
-        "created_at": "2026-11-29T00:00:00Z",
-        "message": {"role": "assistant", "content": "Hello there"},
-        "done": True,
-        "done_reason": "stop",
-        **fields,
-    }
-    return httpx.Response(200, json=body)
+    return httpx.Response(200, json=chat_body(**fields))
 
 
 async def test_generate_returns_text_and_ollamas_token_counts() -> None:

@@ -21,6 +21,7 @@ from ai_service.main import create_app
 from ai_service.schemas import GenerateRequest
 from fastapi import FastAPI
 from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnavailableError
+from ollama_replies import chat_body
 from pydantic import SecretStr
 
 from tests.fake_ollama_fixtures import FakeOllamaControl, FakeOllamaProcess, free_port
@@ -207,15 +208,7 @@ async def test_cancelling_before_the_answer_starts_closes_the_upstream_connectio
     assert (stats["disconnects"], stats["in_flight"]) == (1, 0)
 
 
-CHAT_REPLY = {
-    "model": "llama3",
-    "created_at": "2026-01-01T00:00:00Z",
-    "message": {"role": "assistant", "content": "whole"},
-    "done": True,
-    "done_reason": "stop",
-    "prompt_eval_count": 2,
-    "eval_count": 1,
-}
+CHAT_REPLY = chat_body("whole", prompt_eval_count=2, eval_count=1)
 
 
 class DroppingOllama:
