@@ -41,7 +41,7 @@ install: uv
 	$(DEVSTACK) install
 
 run: install
-	$(DEVSTACK) run
+	$(DEVSTACK) run $(RUN_ARGS)
 
 stop: uv
 	$(DEVSTACK) stop
