@@ -3,6 +3,8 @@ auth and usage replaced at the HTTP edge and real Redis."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -196,14 +198,69 @@ async def test_without_redis_every_request_is_verified(
 
 async def test_announced_versions_only_go_up(redis_client: redis.Redis) -> None:
     versions = KeyVersions(redis_client, keep_seconds=60)
-    assert not await versions.is_current(USER_ID, 0)  # nothing known: verify
+    assert not await versions.is_current(USER_ID, 0, VALID_KEY)  # nothing known: verify
     assert await versions.announce(USER_ID, 3) == 3
     assert await versions.announce(USER_ID, 2) == 3  # a late, older announcement
-    assert (await versions.is_current(USER_ID, 2), await versions.is_current(USER_ID, 3)) == (
-        False,
-        True,
-    )
+    current = [await versions.is_current(USER_ID, v, VALID_KEY) for v in (2, 3)]
+    assert current == [False, True]
     assert 0 < await redis_client.ttl(f"keyver:{USER_ID}") <= 60
+
+
+async def test_a_key_in_doubt_is_not_trusted_from_any_cache_until_the_mark_expires(
+    redis_client: redis.Redis,
+) -> None:
+    versions = KeyVersions(redis_client, keep_seconds=60)
+    await versions.announce(USER_ID, 3)
+    await versions.doubt(VALID_KEY, seconds=0.3)
+    assert not await versions.is_current(USER_ID, 3, VALID_KEY)
+    assert await versions.is_current(USER_ID, 3, "sk_other_key")  # only that key
+    stored = repr(await redis_client.keys("*"))
+    assert VALID_KEY not in stored
+    assert hashlib.sha256(VALID_KEY.encode()).hexdigest() not in stored  # auth's lookup hash
+    await asyncio.sleep(0.4)
+    assert await versions.is_current(USER_ID, 3, VALID_KEY)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "auth_path"),
+    [
+        ("POST", "/v1/keys/rotate", "/auth/keys/rotate"),
+        ("DELETE", "/v1/keys/current", "/auth/keys/revoke"),
+    ],
+)
+@pytest.mark.parametrize("status", [503, 504])
+async def test_a_change_with_an_unknown_outcome_stops_every_replica_trusting_its_cache(
+    open_gateway: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
+    downstream: Downstream,
+    method: str,
+    path: str,
+    auth_path: str,
+    status: int,
+) -> None:
+    # auth-service may have made the change and then failed to answer: no version to announce.
+    downstream.override("auth", auth_path, reply(status, {"message": "x", "code": "x"}))
+    async with open_gateway() as first, open_gateway() as second:
+        for _ in range(2):
+            assert (await second.get("/test", headers=KEY)).status_code == 200
+        assert verify_calls(downstream) == 1
+        assert (await first.request(method, path, headers=KEY)).status_code == status
+        downstream.override(
+            "auth", "/auth/verify", reply(401, {"message": "Invalid API key", "code": "x"})
+        )
+        assert (await second.get("/test", headers=KEY)).status_code == 401
+        assert verify_calls(downstream) == 2
+
+
+async def test_a_refused_change_leaves_the_caches_alone(
+    open_gateway: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
+    downstream: Downstream,
+) -> None:
+    downstream.override("auth", "/auth/keys/revoke", reply(401, {"message": "x", "code": "x"}))
+    async with open_gateway() as first, open_gateway() as second:
+        await second.get("/test", headers=KEY)
+        assert (await first.delete("/v1/keys/current", headers=KEY)).status_code == 401
+        assert (await second.get("/test", headers=KEY)).status_code == 200
+        assert verify_calls(downstream) == 1  # nothing changed: the cache stays trusted
 
 
 # -- rotate and revoke --------------------------------------------------------------------------

@@ -92,7 +92,7 @@ async def authenticate(request: Request, api_key: PresentedKey) -> VerifiedUser:
     versions = cast(KeyVersions, state.key_versions)
     auth = cast(AuthClient, state.auth_client)
     cached = cache.get(api_key)
-    if cached is None or not await versions.is_current(cached.user.userId, cached.version):
+    if cached is None or not await versions.is_current(cached.user.userId, cached.version, api_key):
         started = cache.now()
         cached = await auth.verify(api_key)
         latest = await versions.announce(cached.user.userId, cached.version)

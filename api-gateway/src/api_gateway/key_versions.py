@@ -9,9 +9,16 @@ Announcements only ever raise the stored version (a late, older one cannot lower
 verification announces the version it saw, so after Redis loses its data the first verification
 of each user re-establishes it. Anything unknown is treated as "verify again": no stored version,
 or Redis not answering.
+
+A rotation or revocation whose outcome the gateway does not learn (auth-service timed out or
+failed) has no version to announce: the key itself is then marked "in doubt" for as long as any
+cached verification may live, and no replica uses a cached verification of it meanwhile. The mark
+is named by a keyed digest of the key, never the key or the hash auth-service stores.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import redis.asyncio as redis
 import structlog
@@ -19,6 +26,7 @@ from redis.exceptions import RedisError
 
 _log = structlog.get_logger("key_versions")
 _PREFIX = "keyver:"
+_DOUBT_PREFIX = "keydoubt:"
 KEY_VERSION_SECONDS = 86_400  # a version unused this long is dropped (and re-announced on need)
 
 # KEYS[1] = the user's version; ARGV = a version seen, seconds to keep it. Returns the latest.
@@ -39,14 +47,22 @@ class KeyVersions:
         self._announce = client.register_script(_ANNOUNCE)
         self._keep = max(1, keep_seconds)
 
-    async def is_current(self, user_id: str, version: int) -> bool:
-        """Whether a verification that saw `version` is still the latest (False when unknown)."""
+    async def is_current(self, user_id: str, version: int, api_key: str) -> bool:
+        """Whether a verification of `api_key` that saw `version` is still the latest and the
+        key is not in doubt (False when unknown). One round trip."""
         try:
-            latest = await self._client.get(_PREFIX + user_id)
+            latest, doubt = await self._client.mget(_PREFIX + user_id, _doubt_key(api_key))
         except RedisError as exc:
             _log.debug("key_version_unavailable", error_type=type(exc).__name__)
             return False
-        return latest is not None and int(latest) <= version
+        return latest is not None and int(latest) <= version and doubt is None
+
+    async def doubt(self, api_key: str, *, seconds: float) -> None:
+        """A change of this key may have happened: no cached verification of it for `seconds`."""
+        try:
+            await self._client.set(_doubt_key(api_key), 1, px=max(1, int(seconds * 1000)))
+        except RedisError as exc:
+            _log.warning("key_doubt_not_recorded", error_type=type(exc).__name__)
 
     async def announce(self, user_id: str, version: int) -> int | None:
         """Record that `version` exists; the latest version, or None when Redis did not answer."""
@@ -56,3 +72,8 @@ class KeyVersions:
             _log.warning("key_version_not_announced", error_type=type(exc).__name__)
             return None
         return int(latest)
+
+
+def _doubt_key(api_key: str) -> str:
+    # Not the plain SHA-256 auth-service stores as the lookup hash: a different digest.
+    return _DOUBT_PREFIX + hashlib.sha256(b"infergate-key-doubt:" + api_key.encode()).hexdigest()

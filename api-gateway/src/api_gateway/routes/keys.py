@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
 import structlog
 from fastapi import APIRouter
-from infergate_common.errors import error_responses
+from infergate_common.errors import AppError, error_responses
 
+from api_gateway.clients import UserChange
 from api_gateway.deps import AuthClientDep, KeyCacheDep, KeyVersionsDep, PresentedKey
+from api_gateway.key_cache import VerifiedKeyCache
+from api_gateway.key_versions import KeyVersions
 from api_gateway.schemas import KeyRevoked, RotatedKey
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
@@ -20,12 +27,9 @@ async def rotate_key(
 ) -> RotatedKey:
     """Replace your API key: the new one is shown once and the old one stops working at once,
     on every gateway replica."""
-    try:
+    async with _key_change(api_key, cache, versions):
         change, rotated = await auth.rotate(api_key)
-    finally:
-        # Even when the outcome is unknown (a timeout): the next use is verified afresh.
-        cache.invalidate(api_key)
-    await versions.announce(change.user_id, change.version)
+    await _announce(change, versions)
     structlog.contextvars.bind_contextvars(user_id=change.user_id)
     _log.info("api_key_rotated")
     return rotated
@@ -37,11 +41,35 @@ async def revoke_key(
 ) -> KeyRevoked:
     """Revoke the API key you call with: afterwards it is refused (401) on every gateway
     replica."""
-    try:
+    async with _key_change(api_key, cache, versions):
         change = await auth.revoke(api_key)
-    finally:
-        cache.invalidate(api_key)
-    await versions.announce(change.user_id, change.version)
+    await _announce(change, versions)
     structlog.contextvars.bind_contextvars(user_id=change.user_id)
     _log.info("api_key_revoked")
     return KeyRevoked()
+
+
+@asynccontextmanager
+async def _key_change(
+    api_key: str, cache: VerifiedKeyCache, versions: KeyVersions
+) -> AsyncIterator[None]:
+    """Around auth-service's change of `api_key`. This replica forgets the key whatever happens.
+    If the outcome is unknown (auth-service failed or timed out, or the caller went away
+    meanwhile) the change may have happened without the gateway learning the new version: the
+    key is then marked in doubt, so no replica uses a cached verification of it until every
+    one has expired. A 4xx means nothing changed."""
+    try:
+        yield
+    except BaseException as exc:
+        if not (isinstance(exc, AppError) and exc.status_code < 500):
+            with anyio.CancelScope(shield=True):
+                await versions.doubt(api_key, seconds=cache.ttl)
+        raise
+    finally:
+        cache.invalidate(api_key)
+
+
+async def _announce(change: UserChange, versions: KeyVersions) -> None:
+    # Shielded: a caller leaving now must not keep the other replicas from learning it.
+    with anyio.CancelScope(shield=True):
+        await versions.announce(change.user_id, change.version)
