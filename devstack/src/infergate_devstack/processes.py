@@ -116,8 +116,10 @@ class ManagedProcess:
             log.warning("process_stop_timeout", name=self.name)
             _signal_group(popen.pid, signal.SIGKILL)
             popen.wait()
-        # The leader is gone; make sure nothing it started outlives it.
+        # The leader is gone; make sure nothing it started outlives it. SIGKILL is delivered
+        # asynchronously: wait (briefly) until the group's members are really gone.
         _signal_group(popen.pid, signal.SIGKILL)
+        _wait_until_gone(popen.pid)
         self._pid_file.unlink(missing_ok=True)
         self._popen = None
 
@@ -143,6 +145,12 @@ def stop_together(processes: Sequence[ManagedProcess], *, kill: bool = False) ->
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for process in processes:
         process.finish_stop(deadline=deadline)
+
+
+def _wait_until_gone(pgid: int, *, timeout_s: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -177,6 +185,8 @@ def kill_leftovers(pid_dir: Path) -> list[str]:
         time.sleep(_POLL_S)
     for pid in alive.values():
         _signal_group(pid, signal.SIGKILL)
+    for pid in alive.values():
+        _wait_until_gone(pid)
     return sorted(alive)
 
 
