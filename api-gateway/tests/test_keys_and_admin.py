@@ -251,6 +251,16 @@ async def test_a_change_with_an_unknown_outcome_stops_every_replica_trusting_its
         assert verify_calls(downstream) == 2
 
 
+async def test_verifications_of_a_key_in_doubt_are_not_cached(
+    gateway: httpx.AsyncClient, downstream: Downstream, redis_client: redis.Redis
+) -> None:
+    # A change of unknown outcome may still land in auth-service after a verification read.
+    await KeyVersions(redis_client, keep_seconds=60).doubt(VALID_KEY, seconds=30)
+    for _ in range(2):
+        assert (await gateway.get("/test", headers=KEY)).status_code == 200
+    assert verify_calls(downstream) == 2
+
+
 async def test_a_refused_change_leaves_the_caches_alone(
     open_gateway: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
     downstream: Downstream,

@@ -95,10 +95,9 @@ async def authenticate(request: Request, api_key: PresentedKey) -> VerifiedUser:
     if cached is None or not await versions.is_current(cached.user.userId, cached.version, api_key):
         started = cache.now()
         cached = await auth.verify(api_key)
-        latest = await versions.announce(cached.user.userId, cached.version)
-        if latest is not None and latest <= cached.version:
+        if await versions.may_cache(cached.user.userId, cached.version, api_key):
             cache.put(api_key, cached, verified_at=started)
-        # else: a newer change was announced meanwhile (or Redis is away): not cached.
+        # else: a newer change was announced meanwhile, the key is in doubt, or Redis is away.
     structlog.contextvars.bind_contextvars(user_id=cached.user.userId)
     return cached.user
 

@@ -29,7 +29,8 @@ _PREFIX = "keyver:"
 _DOUBT_PREFIX = "keydoubt:"
 KEY_VERSION_SECONDS = 86_400  # a version unused this long is dropped (and re-announced on need)
 
-# KEYS[1] = the user's version; ARGV = a version seen, seconds to keep it. Returns the latest.
+# KEYS[1] = the user's version, KEYS[2] (optional) = a key's doubt mark; ARGV = a version seen,
+# seconds to keep it. Returns {the latest version, 1 if the key is in doubt}.
 _ANNOUNCE = """
 local latest = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local seen = tonumber(ARGV[1])
@@ -37,7 +38,11 @@ if seen > latest then
   latest = seen
 end
 redis.call('SET', KEYS[1], latest, 'EX', ARGV[2])
-return latest
+local doubt = 0
+if #KEYS > 1 then
+  doubt = redis.call('EXISTS', KEYS[2])
+end
+return {latest, doubt}
 """
 
 
@@ -66,12 +71,26 @@ class KeyVersions:
 
     async def announce(self, user_id: str, version: int) -> int | None:
         """Record that `version` exists; the latest version, or None when Redis did not answer."""
+        latest, _ = await self._run_announce(user_id, version, [])
+        return latest
+
+    async def may_cache(self, user_id: str, version: int, api_key: str) -> bool:
+        """After verifying `api_key` afresh: announce the version it saw, and tell whether the
+        verification may be cached (no newer version announced, the key not in doubt)."""
+        latest, doubt = await self._run_announce(user_id, version, [_doubt_key(api_key)])
+        return latest is not None and latest <= version and not doubt
+
+    async def _run_announce(
+        self, user_id: str, version: int, extra_keys: list[str]
+    ) -> tuple[int | None, bool]:
         try:
-            latest = await self._announce(keys=[_PREFIX + user_id], args=[version, self._keep])
+            latest, doubt = await self._announce(
+                keys=[_PREFIX + user_id, *extra_keys], args=[version, self._keep]
+            )
         except RedisError as exc:
             _log.warning("key_version_not_announced", error_type=type(exc).__name__)
-            return None
-        return int(latest)
+            return None, True
+        return int(latest), bool(doubt)
 
 
 def _doubt_key(api_key: str) -> str:
