@@ -107,6 +107,7 @@ class Stats:
         self.disconnects = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.inputs_in_flight: list[str] = []  # the input text of each call being answered
         self.last_request: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -352,10 +353,20 @@ class FakeOllama:
     async def answer(
         self, *, kind: Kind, receive: Receive, send: Send, watch: DisconnectWatch
     ) -> None:
-        config = self.config
         body = parse_json_object(await read_body(receive))
         self.stats.last_request = body
         request = parse_generation(body, kind)
+        text = request.input_text()
+        self.stats.inputs_in_flight.append(text)
+        try:
+            await self.answer_request(request, kind=kind, send=send, watch=watch)
+        finally:
+            self.stats.inputs_in_flight.remove(text)
+
+    async def answer_request(
+        self, request: GenerationRequest, *, kind: Kind, send: Send, watch: DisconnectWatch
+    ) -> None:
+        config = self.config
         if not await watch.sleep(config.delay_s):
             raise ConnectionResetError
         if config.fail_status is not None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from infergate_common.billing import RequestStatus, ReservationRequest, Settlement
+from infergate_common.validation import Plan
 
 # The stacks' ADMIN_TOKEN (the admin API is called on a gateway directly, never through nginx).
 ADMIN_TOKEN = "integration-admin-token-0123456789"
@@ -30,3 +33,35 @@ async def usage(client: httpx.AsyncClient, key: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def reservation_wire(user_id: str, tokens: int) -> dict[str, Any]:
+    """A valid body of usage-service's POST /usage/reserve (called with the internal token)."""
+    return ReservationRequest(
+        reservation_id=uuid.uuid4().hex,
+        request_id=uuid.uuid4().hex,
+        user_id=user_id,
+        plan=Plan.FREE,
+        tokens=tokens,
+        min_tokens=tokens,
+        hold_seconds=60,
+        model="llama3",
+        started_at=datetime.now(UTC),
+    ).wire()
+
+
+def settlement_wire(reservation: dict[str, Any], *, prompt: int, completion: int) -> dict[str, Any]:
+    """A valid body of POST /usage/settle for a reservation made with `reservation_wire`."""
+    return Settlement(
+        reservation_id=reservation["reservationId"],
+        request_id=reservation["requestId"],
+        user_id=reservation["userId"],
+        plan=Plan.FREE,
+        reserved_tokens=reservation["tokens"],
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        status=RequestStatus.SUCCESS,
+        model="llama3",
+        response_time_ms=5.0,
+        started_at=datetime.fromisoformat(reservation["startedAt"]),
+    ).wire()

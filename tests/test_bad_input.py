@@ -11,6 +11,7 @@ import pytest
 from infergate_devstack.stack import Stack
 
 from tests.fake_ollama_fixtures import FakeOllamaControl
+from tests.helpers import reservation_wire, settlement_wire
 
 JSON = "application/json"
 BODY_ROUTES = ["/v1/register", "/v1/chat", "/v1/chat/completions"]
@@ -171,25 +172,15 @@ async def test_bad_token_counts_on_the_usage_routes_are_400_and_change_nothing(
 ) -> None:
     user_id = uuid.uuid4().hex[:24]
     async with _internal(stack, "usage") as usage:
-        reserve = {"requestId": "r1", "userId": user_id, "plan": "FREE", "model": "llama3"}
-        held = await usage.post("/usage/reserve", json={**reserve, "tokens": 100})
+        reserve = reservation_wire(user_id, 100)
+        held = await usage.post("/usage/reserve", json=reserve)
         assert held.status_code == 201, held.text
-        settle = {
-            "reservationId": held.json()["reservationId"],
-            "period": held.json()["period"],
-            "requestId": "r1",
-            "userId": user_id,
-            "reservedTokens": 100,
-            "promptTokens": 10,
-            "completionTokens": 10,
-            "status": "SUCCESS",
-            "model": "llama3",
-            "responseTimeMs": 5,
-        }
+        settle = settlement_wire(reserve, prompt=10, completion=10)
         attempt: dict[str, Any] = {"requestId": "r2", "userId": user_id}
         attempt |= {"status": "RATE_LIMITED"}
-        attempt |= {"model": "llama3", "responseTimeMs": 5}
+        attempt |= {"model": "llama3", "responseTimeMs": 5, "startedAt": reserve["startedAt"]}
         cases = [("/usage/reserve", reserve | {"tokens": value}) for value in BAD_COUNTS]
+        cases += [("/usage/reserve", reserve | {"minTokens": value}) for value in BAD_COUNTS]
         for field in ("reservedTokens", "promptTokens", "completionTokens"):
             cases += [("/usage/settle", settle | {field: value}) for value in BAD_COUNTS]
         cases += [("/usage/settle", settle | {"responseTimeMs": v}) for v in BAD_MILLIS]

@@ -192,9 +192,11 @@ async def test_a_pro_upgrade_raises_the_monthly_limit_and_the_rate_limit_at_once
     gateway, other = replicas
     email, key = await register_email(public)
     headers = {"x-api-key": key}
-    big_prompt = "x" * 900  # reserves 900 + 16 + 100 tokens: more than FREE's 1000
-    assert (await chat(gateway, key, big_prompt)).status_code == 403
-    for _ in range(2):
+    big_prompt = "x" * 990  # not even its prompt's bound (990 + 16) fits FREE's 1000 tokens
+    refused = await chat(gateway, key, big_prompt)
+    assert refused.status_code == 403
+    assert (refused.json()["minimumTokens"], refused.json()["remainingTokens"]) == (1007, 1000)
+    for _ in range(3):  # the refused chat did not use a place in the window
         assert (await gateway.get("/test", headers=headers)).status_code == 200
     assert (await gateway.get("/test", headers=headers)).status_code == 429  # FREE: 3 a minute
 

@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ import pytest
 from infergate_devstack.stack import Stack
 
 from tests.fake_ollama_fixtures import FakeOllamaControl
+from tests.helpers import reservation_wire, settlement_wire
 
 OPERATORS: list[Any] = [{"$ne": None}, {"$gt": ""}, {"$where": "sleep(1000)"}, {"$regex": ".*"}]
 USER = {"role": "user", "content": "hi"}
@@ -45,18 +47,28 @@ ROUTES = {
     "auth-register": Route("auth", "/auth/register", ("email",)),
     "auth-verify": Route("auth", "/auth/verify", ("apiKey",)),
     "usage-reserve": Route(
-        "usage", "/usage/reserve", ("requestId", "userId", "plan", "tokens", "model")
+        "usage",
+        "/usage/reserve",
+        (
+            "reservationId", "requestId", "userId", "plan", "tokens", "minTokens",
+            "holdSeconds", "model", "startedAt",
+        ),
     ),
     "usage-settle": Route(
         "usage",
         "/usage/settle",
         (
-            "reservationId", "requestId", "userId", "period", "reservedTokens",
-            "promptTokens", "completionTokens", "status", "model", "responseTimeMs",
+            "reservationId", "requestId", "userId", "plan", "reservedTokens", "promptTokens",
+            "completionTokens", "status", "model", "responseTimeMs", "startedAt",
         ),
     ),
+    "usage-settlements": Route(
+        "usage", "/usage/settlements", ("settlements", "settlements.0", "settlements.0.userId")
+    ),
     "usage-attempts": Route(
-        "usage", "/usage/attempts", ("requestId", "userId", "status", "model", "responseTimeMs")
+        "usage",
+        "/usage/attempts",
+        ("requestId", "userId", "status", "model", "responseTimeMs", "startedAt"),
     ),
     "ai-generate": Route(
         "ai",
@@ -111,28 +123,24 @@ class Caller:
             },
             "auth-register": {"email": f"op-{uuid.uuid4().hex}@example.com"},
             "auth-verify": {"apiKey": self.key},
-            "usage-reserve": {**ids, "plan": "FREE", "tokens": 10},
-            "usage-attempts": {**ids, "status": "RATE_LIMITED", "responseTimeMs": 5},
+            "usage-reserve": reservation_wire(self.user_id, 10),
+            "usage-attempts": {
+                **ids, "status": "RATE_LIMITED", "responseTimeMs": 5,
+                "startedAt": datetime.now(UTC).isoformat(),
+            },
             "ai-generate": {"messages": [dict(USER)], "maxTokens": 5, "topP": 0.5, **sampling},
         }  # fmt: skip
         if name == "usage-settle":
-            return await self._settle_body(ids)
+            return await self._settle_body()
+        if name == "usage-settlements":
+            return {"settlements": [await self._settle_body()]}
         return bodies[name]
 
-    async def _settle_body(self, ids: dict[str, str]) -> dict[str, Any]:
-        held = await self.send(ROUTES["usage-reserve"], {**ids, "plan": "FREE", "tokens": 10})
+    async def _settle_body(self) -> dict[str, Any]:
+        reservation = reservation_wire(self.user_id, 10)
+        held = await self.send(ROUTES["usage-reserve"], reservation)
         assert held.status_code == 201, held.text
-        reservation = held.json()
-        return {
-            **ids,
-            "reservationId": reservation["reservationId"],
-            "period": reservation["period"],
-            "reservedTokens": 10,
-            "promptTokens": 3,
-            "completionTokens": 4,
-            "status": "SUCCESS",
-            "responseTimeMs": 5,
-        }
+        return settlement_wire(reservation, prompt=3, completion=4)
 
 
 @pytest.fixture

@@ -92,11 +92,30 @@ async def test_quota_exhaustion_refuses_before_the_model_is_called(
     statuses = [(await chat(api, api_key, prompt)).status_code for _ in range(7)]
     assert statuses == [200] * 7
     calls_before = (await llm.stats())["chat_calls"]
-    refused = await chat(api, api_key, prompt)  # 20 tokens left, 146 needed
+    refused = await chat(api, api_key, prompt)  # 20 tokens left: not even the prompt's 47
     assert refused.status_code == 403
-    assert refused.json()["message"] == "Token quota exceeded"
+    body = refused.json()
+    assert body["message"] == (
+        "Token quota exceeded: this request needs up to 146 tokens (at least 47 for its prompt) "
+        "and 20 are left this month"
+    )
+    assert (body["neededTokens"], body["minimumTokens"], body["remainingTokens"]) == (146, 47, 20)
     assert (await llm.stats())["chat_calls"] == calls_before
     assert (await usage(api, api_key))["usedTokens"] == 980
+
+
+async def test_a_month_short_of_the_worst_case_gives_a_shorter_answer_not_a_refusal(
+    api: httpx.AsyncClient, api_key: str, llm: FakeOllamaControl
+) -> None:
+    await llm.configure(prompt_tokens=40, completion_tokens=100)
+    for _ in range(6):  # 140 tokens each: 160 left
+        assert (await chat(api, api_key, "x" * 30)).status_code == 200
+    # Worst case 100 + 16 + 100 = 216 > 160 left; the prompt's bound (116) and some output fit.
+    reply = await chat(api, api_key, "y" * 100)
+    assert reply.status_code == 200
+    assert (await llm.stats())["last_request"]["options"]["num_predict"] == 160 - 116
+    assert reply.json()["tokensUsed"] == 40 + 44  # the model stopped at the cap
+    assert (await usage(api, api_key))["usedTokens"] == 6 * 140 + 84
 
 
 async def test_concurrent_chats_near_the_limit_never_overshoot(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from typing import Any
 
 import httpx
@@ -13,6 +12,8 @@ from tests.fake_ollama_fixtures import FakeOllamaControl
 from tests.helpers import usage
 
 PROMPT = "Stream me a story"
+# The prompt's upper bound: its bytes and PROMPT_TOKEN_OVERHEAD (16 in the test stack).
+PROMPT_BOUND = len(PROMPT.encode()) + 16
 
 
 async def read_events(response: httpx.Response, *, stop_after: int | None = None) -> list[Any]:
@@ -62,15 +63,14 @@ async def test_a_client_that_leaves_mid_stream_is_charged_for_what_was_generated
     async with stream_request(api, api_key) as response:
         received = await read_events(response, stop_after=2)
     assert len(received) == 2
-    # The model is told to stop (its connection is closed) and the user is charged the prompt
-    # estimate plus the chunks generated before that, never the whole reservation.
+    # The model is told to stop (its connection is closed) and the user is charged the prompt's
+    # bound plus the chunks generated before that, never the whole reservation.
     for _ in range(50):
         used = (await usage(api, api_key))["usedTokens"]
         if used:
             break
         await asyncio.sleep(0.1)
-    prompt_estimate = math.ceil(len(PROMPT.encode()) / 4)
-    assert prompt_estimate + 2 <= used < prompt_estimate + 40
+    assert PROMPT_BOUND + 2 <= used < PROMPT_BOUND + 40
     await asyncio.sleep(0.3)
     stats = await llm.stats()
     assert stats["disconnects"] >= 1
@@ -87,7 +87,8 @@ async def test_an_error_mid_stream_ends_the_stream_with_an_error_event(
     assert events[-1]["type"] == "error"
     assert events[-1]["code"] == "llm_error"
     used = (await usage(api, api_key))["usedTokens"]
-    assert used == math.ceil(len(PROMPT.encode()) / 4) + 1
+    assert used == PROMPT_BOUND + 1  # the model never said how long the prompt was: its bound
+    assert events[-1]["tokensUsed"] == used
 
 
 async def test_a_stream_that_cannot_start_is_a_plain_503(

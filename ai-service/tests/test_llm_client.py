@@ -51,9 +51,9 @@ async def test_generate_returns_text_and_ollamas_token_counts() -> None:
     assert seen[0]["stream"] is False
 
 
-async def test_a_missing_count_is_zero_not_an_error() -> None:
+async def test_a_missing_count_is_passed_on_as_unknown_not_as_zero() -> None:
     result = await llm_with(lambda _: chat_reply(eval_count=4)).generate(request("Hi", 8))
-    assert (result.promptTokens, result.completionTokens, result.tokens) == (0, 4, 4)
+    assert (result.promptTokens, result.completionTokens, result.tokens) == (None, 4, None)
 
 
 def raise_(exc: Exception) -> Handler:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +18,7 @@ TOKEN = "unit-test-internal-token-0123456789"
 USER_ID = "a" * 24
 VALID_KEY = "sk_valid"
 
-Reply = Callable[[httpx.Request], httpx.Response]
+Reply = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
 
 @dataclass
@@ -35,7 +38,6 @@ class Downstream:
     generation: dict[str, Any] = field(
         default_factory=lambda: {
             "output": "Hi!",
-            "tokens": 12,
             "promptTokens": 9,
             "completionTokens": 3,
             "model": "llama3",
@@ -55,15 +57,36 @@ class Downstream:
     def bodies(self, service: str, path: str) -> list[Any]:
         return [c.body for c in self.calls if c.service == service and c.path == path]
 
-    def _handle(self, request: httpx.Request) -> httpx.Response:
+    def settlements(self) -> list[Any]:
+        """Every settlement sent to usage-service so far (in batches, or one by one)."""
+        batches = self.bodies("usage", "/usage/settlements")
+        return [s for batch in batches for s in batch["settlements"]]
+
+    async def settled(self, count: int = 1, *, timeout_s: float = 5.0) -> list[Any]:
+        """The settlements sent, once there are at least `count`: they are delivered after the
+        answer, in the background."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.settlements()) < count:
+            assert time.monotonic() < deadline, f"settlements so far: {self.settlements()}"
+            await asyncio.sleep(0.01)
+        return self.settlements()
+
+    def answer(self, service: str, path: str, request: httpx.Request) -> httpx.Response:
+        """What a healthy service answers (for an override that only delays or inspects)."""
+        return self._default(
+            service, path, json.loads(request.content) if request.content else None
+        )
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
         service = request.url.host.split(".")[0]
         path = request.url.path
         body = json.loads(request.content) if request.content else None
         self.calls.append(Call(service, path, request.headers, body))
         override = self.overrides.get((service, path))
-        if override is not None:
-            return override(request)
-        return self._default(service, path, body)
+        if override is None:
+            return self._default(service, path, body)
+        reply = override(request)
+        return await reply if inspect.isawaitable(reply) else reply
 
     def _default(self, service: str, path: str, body: Any) -> httpx.Response:
         if path == "/readyz":
@@ -84,14 +107,25 @@ class Downstream:
             return httpx.Response(
                 201,
                 json={
-                    "reservationId": "f" * 32,
-                    "period": "2026-11",
+                    "reservationId": body["reservationId"],
                     "reservedTokens": body["tokens"],
                     "monthlyTokenLimit": 5000,
                     "remainingTokens": 5000 - body["tokens"],
                 },
             )
-        if service == "usage" and path in {"/usage/settle", f"/usage/{USER_ID}"}:
+        if (service, path) == ("usage", "/usage/settlements"):
+            results = [
+                {
+                    "reservationId": s["reservationId"],
+                    "outcome": "settled",
+                    "chargedTokens": min(
+                        s["promptTokens"] + s["completionTokens"], s["reservedTokens"]
+                    ),
+                }
+                for s in body["settlements"]
+            ]
+            return httpx.Response(200, json={"results": results})
+        if service == "usage" and path == f"/usage/{USER_ID}":
             return httpx.Response(
                 200,
                 json={

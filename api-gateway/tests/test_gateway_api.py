@@ -45,20 +45,24 @@ async def test_chat_reserves_then_generates_then_settles(
     response = await chat(gateway, "Hello")
     assert response.status_code == 200
     assert response.json() == {"output": "Hi!", "tokensUsed": 12}
+    settled = (await downstream.settled(1))[0]
     assert [(c.service, c.path) for c in downstream.calls] == [
         ("auth", "/auth/verify"),
         ("usage", "/usage/reserve"),
         ("ai", "/ai/generate"),
-        ("usage", "/usage/settle"),
+        ("usage", "/usage/settlements"),
     ]
-    reserved = downstream.bodies("usage", "/usage/reserve")[0]["tokens"]
-    assert reserved == len(b"Hello") + 64 + 512
-    settled = downstream.bodies("usage", "/usage/settle")[0]
+    reservation = downstream.bodies("usage", "/usage/reserve")[0]
+    assert reservation["tokens"] == len(b"Hello") + 64 + 512
+    assert reservation["minTokens"] == len(b"Hello") + 64 + 1
     assert (settled["status"], settled["promptTokens"], settled["completionTokens"]) == (
         "SUCCESS",
         9,
         3,
     )
+    # One reservation, named by the gateway, and one chat start for both (its month).
+    assert settled["reservationId"] == reservation["reservationId"]
+    assert settled["startedAt"] == reservation["startedAt"]
     assert downstream.bodies("ai", "/ai/generate")[0]["maxTokens"] == 512
 
 
@@ -126,7 +130,7 @@ async def test_a_failed_model_call_releases_the_reservation(
     downstream.override("ai", "/ai/generate", reply)
     response = await chat(gateway)
     assert response.status_code == status
-    settled = downstream.bodies("usage", "/usage/settle")
+    settled = await downstream.settled(1)
     assert len(settled) == 1
     assert (settled[0]["status"], settled[0]["promptTokens"], settled[0]["completionTokens"]) == (
         settle_status,

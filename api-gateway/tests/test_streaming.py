@@ -77,7 +77,7 @@ async def test_a_streamed_chat_sends_deltas_then_done_and_settles_the_final_coun
         },
     ]
     assert downstream.bodies("ai", "/ai/generate")[0]["stream"] is True
-    settled = downstream.bodies("usage", "/usage/settle")
+    settled = await downstream.settled(1)
     assert [(s["status"], s["promptTokens"], s["completionTokens"]) for s in settled] == [
         ("SUCCESS", 6, 3)
     ]
@@ -98,9 +98,14 @@ async def test_an_error_mid_stream_ends_with_an_error_event_and_charges_what_was
     assert events[0] == ("message", {"type": "delta", "output": "Hel"})
     kind, error = events[-1]
     assert (kind, error["type"], error["code"]) == ("error", "error", "llm_error")
-    settled = downstream.bodies("usage", "/usage/settle")
+    settled = await downstream.settled(1)
     assert len(settled) == 1
-    assert (settled[0]["status"], settled[0]["completionTokens"]) == ("UPSTREAM_ERROR", 1)
+    bound = len(b"hello") + 64  # the model never reported the prompt's count
+    assert (settled[0]["status"], settled[0]["promptTokens"], settled[0]["completionTokens"]) == (
+        "UPSTREAM_ERROR",
+        bound,
+        1,
+    )
 
 
 async def test_a_stream_refused_before_it_starts_is_a_plain_json_error(
@@ -119,5 +124,5 @@ async def test_a_stream_refused_before_it_starts_is_a_plain_json_error(
     # The gateway commits to SSE only once the model answers: before that, a plain JSON error.
     assert response.status_code == 503
     assert response.json()["code"] == "llm_unavailable"
-    settled = downstream.bodies("usage", "/usage/settle")
+    settled = await downstream.settled(1)
     assert [(s["status"], s["completionTokens"]) for s in settled] == [("UPSTREAM_ERROR", 0)]

@@ -5,58 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from infergate_devstack.components.datastores import mongo_uri
-from pydantic import SecretStr
-from pymongo import AsyncMongoClient
-from usage_service.config import Settings
+from usage_calls import HEADERS, new_user, reserve, settle, settlement_body
 from usage_service.cursors import decode_cursor, encode_cursor
-from usage_service.main import create_app
-
-TOKEN = "unit-test-internal-token-0123456789"
-HEADERS = {"x-internal-token": TOKEN}
-AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@pytest.fixture
-def db_uri(mongo_port: int) -> str:
-    return mongo_uri(mongo_port, f"usage-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture
-async def db(db_uri: str) -> AsyncIterator[Any]:
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(db_uri, tz_aware=True)
-    yield mongo.get_default_database()
-    await mongo.close()
-
-
-@pytest.fixture
-async def client(app_client: AppClient, db_uri: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        internal_token=SecretStr(TOKEN),
-        mongo_uri=db_uri,
-        free_monthly_tokens=1000,
-        pro_monthly_tokens=20000,
-        log_format="json",
-    )
-    async with app_client(create_app(settings)) as c:
-        yield c
-
-
-def new_user() -> str:
-    return uuid.uuid4().hex[:24]
-
-
-async def reserve(client: httpx.AsyncClient, user: str, tokens: int, plan: str = "FREE") -> Any:
-    body = {"requestId": "r-1", "userId": user, "plan": plan, "tokens": tokens, "model": "m"}
-    return await client.post("/usage/reserve", json=body, headers=HEADERS)
 
 
 async def set_plan(client: httpx.AsyncClient, user: str, plan: str) -> dict[str, Any]:
@@ -65,20 +20,9 @@ async def set_plan(client: httpx.AsyncClient, user: str, plan: str) -> dict[str,
     return dict(response.json())
 
 
-async def settle(client: httpx.AsyncClient, user: str, reservation: dict[str, Any]) -> None:
-    body = {
-        "reservationId": reservation["reservationId"],
-        "requestId": "r-1",
-        "userId": user,
-        "period": reservation["period"],
-        "reservedTokens": reservation["reservedTokens"],
-        "promptTokens": 100,
-        "completionTokens": 0,
-        "status": "SUCCESS",
-        "model": "m",
-        "responseTimeMs": 1.0,
-    }
-    assert (await client.post("/usage/settle", json=body, headers=HEADERS)).status_code == 200
+async def settle_100(client: httpx.AsyncClient, user: str, reservation: dict[str, Any]) -> None:
+    """Charge 100 tokens of the reservation."""
+    await settle(client, settlement_body(user, reservation, 100, 0))
 
 
 async def test_upgrade_moves_the_limit_and_the_remainder_by_the_difference(
@@ -86,7 +30,7 @@ async def test_upgrade_moves_the_limit_and_the_remainder_by_the_difference(
 ) -> None:
     user = new_user()
     held = (await reserve(client, user, 300)).json()
-    await settle(client, user, held)  # 100 used
+    await settle_100(client, user, held)  # 100 used
     await reserve(client, user, 200)  # 200 reserved, still open
     assert (await reserve(client, user, 800)).status_code == 403
     usage = await set_plan(client, user, "PRO")
@@ -103,7 +47,7 @@ async def test_downgrade_can_leave_nothing_to_reserve(client: httpx.AsyncClient)
     user = new_user()
     await set_plan(client, user, "PRO")
     held = (await reserve(client, user, 5000, plan="PRO")).json()
-    await settle(client, user, held)
+    await settle_100(client, user, held)
     usage = await set_plan(client, user, "FREE")
     assert (usage["monthlyTokenLimit"], usage["remainingTokens"]) == (1000, 1000 - 100 - 0)
     assert usage["usedTokens"] == 100
@@ -211,6 +155,7 @@ async def test_history_items_hold_no_prompt_and_a_full_last_page_has_no_cursor(
         "requestId",
         "model",
         "status",
+        "period",
         "promptTokens",
         "completionTokens",
         "tokensUsed",

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from infergate_devstack.components.datastores import mongo_uri
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
-from usage_service.repository import Quota, UsageRepository
+from usage_service.documents import Hold
+from usage_service.periods import usage_key
+from usage_service.quota_hints import Quota
+from usage_service.usage_repository import Granted, UsageRepository
 
 LIMIT = 1000
 PERIOD = "2026-11"
@@ -52,13 +55,25 @@ async def usage(mongo_port: int, commands: Commands) -> AsyncIterator[AsyncColle
 
 def replica(usage: AsyncCollection[Document]) -> UsageRepository:
     """A repository as one usage-service process holds it (each has its own hints)."""
-    return UsageRepository(usage, reservation_ttl=timedelta(minutes=5))
+    return UsageRepository(usage)
+
+
+def hold(tokens: int, user: str = "u1", rid: str | None = None) -> Hold:
+    return Hold(
+        key=usage_key(user, PERIOD),
+        user_id=user,
+        period=PERIOD,
+        reservation_id=rid or uuid.uuid4().hex,
+        tokens=tokens,
+        min_tokens=tokens,
+        expires_at=datetime.now(UTC) + timedelta(minutes=5),
+    )
 
 
 async def reserve(repository: UsageRepository, tokens: int, user: str = "u1") -> Quota | None:
-    return await repository.reserve(
-        user_id=user, period=PERIOD, limit=LIMIT, reservation_id=uuid.uuid4().hex, tokens=tokens
-    )
+    """The month after the reservation, or None when it was refused."""
+    outcome = await repository.reserve(hold(tokens, user), limit=LIMIT)
+    return outcome.quota if isinstance(outcome, Granted) else None
 
 
 async def stored(usage: AsyncCollection[Document], user: str = "u1") -> Document:
@@ -95,11 +110,9 @@ async def test_a_settlement_moves_the_figures_so_the_next_reservation_needs_no_r
 ) -> None:
     repository = replica(usage)
     rid = uuid.uuid4().hex
-    await repository.reserve(
-        user_id="u1", period=PERIOD, limit=LIMIT, reservation_id=rid, tokens=300
-    )
+    await repository.reserve(hold(300, rid=rid), limit=LIMIT)
     settled = await repository.settle(
-        user_id="u1", period=PERIOD, reservation_id=rid, reserved=300, charge=120
+        key=usage_key("u1", PERIOD), reservation_id=rid, reserved=300, charge=120
     )
     assert settled
     commands.names.clear()
@@ -112,7 +125,7 @@ async def test_a_limit_change_is_never_reported_with_old_figures(
 ) -> None:
     repository, admin = replica(usage), replica(usage)
     await reserve(repository, 100)
-    await admin.set_limit(user_id="u1", period=PERIOD, limit=5000)
+    await admin.set_limit(user_id="u1", period=PERIOD, key=usage_key("u1", PERIOD), limit=5000)
     assert await reserve(repository, 100) == Quota(5000, 4800)
 
 
@@ -147,13 +160,11 @@ async def test_a_batched_settlement_applies_once_and_never_creates_a_document(
 ) -> None:
     repository = replica(usage)
     rid = uuid.uuid4().hex
-    await repository.reserve(
-        user_id="u1", period=PERIOD, limit=LIMIT, reservation_id=rid, tokens=80
-    )
+    await repository.reserve(hold(80, rid=rid), limit=LIMIT)
 
     async def settle(reservation_id: str, reserved: int, period: str = PERIOD) -> bool:
         return await repository.settle(
-            user_id="u1", period=period, reservation_id=reservation_id, reserved=reserved, charge=30
+            key=usage_key("u1", period), reservation_id=reservation_id, reserved=reserved, charge=30
         )
 
     outcomes = await asyncio.gather(

@@ -19,6 +19,11 @@ class Settings(ServiceSettings):
     default_temperature: float | None = Field(default=None, ge=0, le=2)
     default_seed: int | None = None
 
+    @property
+    def shutdown_grace_seconds(self) -> float:
+        """A model call in flight may take OLLAMA_TIMEOUT: SIGTERM lets it finish."""
+        return self.ollama_timeout + 10
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -155,6 +155,7 @@ def _line(event: dict[str, Any]) -> bytes:
 def _result(response: ollama.ChatResponse, *, model: str, output: str) -> GenerateResponse:
     prompt_tokens = _count(response.prompt_eval_count, "prompt_eval_count")
     completion_tokens = _count(response.eval_count, "eval_count")
+    known = prompt_tokens is not None and completion_tokens is not None
     # Debug: the counts are in the request log (usage-service) and the access line is at info.
     _log.debug(
         "generation_finished",
@@ -165,7 +166,7 @@ def _result(response: ollama.ChatResponse, *, model: str, output: str) -> Genera
     )
     return GenerateResponse(
         output=output,
-        tokens=prompt_tokens + completion_tokens,
+        tokens=(prompt_tokens or 0) + (completion_tokens or 0) if known else None,
         promptTokens=prompt_tokens,
         completionTokens=completion_tokens,
         model=model,
@@ -173,11 +174,12 @@ def _result(response: ollama.ChatResponse, *, model: str, output: str) -> Genera
     )
 
 
-def _count(value: int | None, field: str) -> int:
+def _count(value: int | None, field: str) -> int | None:
+    """A count as the model reported it; None when it left it out (Ollama omits zero-valued
+    metrics, and older servers skip cached prompt counts): the gateway then bills a bound, never
+    0."""
     if value is None:
-        # Ollama omits zero-valued metrics (and older servers skip cached prompt counts).
         _log.warning("token_count_missing", field=field)
-        return 0
     return value
 
 

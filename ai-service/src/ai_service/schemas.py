@@ -32,10 +32,12 @@ class GenerateRequest(BaseModel):
 
 
 class GenerateResponse(BaseModel):
+    """A model's answer; a count the model did not report is null."""
+
     output: str
-    tokens: int
-    promptTokens: int
-    completionTokens: int
+    tokens: int | None
+    promptTokens: int | None
+    completionTokens: int | None
     model: str
     doneReason: str
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+from infergate_common.billing import RequestStatus
 from infergate_common.validation import Plan
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -66,12 +67,15 @@ class RequestLogItem(BaseModel):
 
     requestId: str
     model: str
-    status: str
+    status: RequestStatus
+    period: str | None = Field(
+        default=None, description="The billing month (UTC) the chat belongs to."
+    )
     promptTokens: int
     completionTokens: int
     tokensUsed: int
     responseTimeMs: float
-    createdAt: datetime
+    createdAt: datetime = Field(description="When the chat started.")
 
 
 class RequestHistory(BaseModel):

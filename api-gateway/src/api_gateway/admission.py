@@ -6,12 +6,12 @@ import structlog
 from fastapi import Request
 from infergate_common.errors import AppError, BadRequestError, ForbiddenError, RateLimitedError
 
-from api_gateway.chat import ChatTurn
+from api_gateway.chat import Admitted, ChatTurn
 from api_gateway.clients import UsageClient
 from api_gateway.config import Settings
 from api_gateway.rate_limit import Decision, SlidingWindowLimiter
 from api_gateway.rate_limit_headers import TokenBudget, record_requests, record_tokens
-from api_gateway.schemas import ModelCall, MonthlyUsage, Reservation, VerifiedUser
+from api_gateway.schemas import ModelCall, MonthlyUsage, VerifiedUser
 
 _log = structlog.get_logger("admission")
 
@@ -67,20 +67,25 @@ async def admit(
     turn: ChatTurn,
     call: ModelCall,
     limiter: SlidingWindowLimiter,
-) -> Reservation:
-    """Rate limit, then reserve; both refusals are logged as attempts and carry their headers."""
+) -> Admitted:
+    """Rate limit, then reserve; both refusals are logged as attempts and carry their headers.
+    A chat the quota refuses gives its place in the rate-limit window back."""
     check_prompt_length(call, turn.settings)
     try:
-        await count_request(request, limiter, turn.settings, turn.user)
+        decision = await count_request(request, limiter, turn.settings, turn.user)
     except RateLimitedError:
         await turn.log_rate_limited(call.model)
         raise
     try:
-        reservation = await turn.reserve(call)
+        admitted = await turn.reserve(call)
     except ForbiddenError:
+        key, _, _ = user_window(turn.user, turn.settings)
+        record_requests(request.scope, await limiter.refund(key, decision))
         await _record_current_usage(request, turn.usage, turn.user)
         raise
+    reservation = admitted.reservation
     record_tokens(
-        request.scope, TokenBudget(reservation.monthlyTokenLimit, reservation.remainingTokens)
+        request.scope,
+        TokenBudget(reservation.monthly_token_limit, reservation.remaining_tokens),
     )
-    return reservation
+    return admitted

@@ -1,35 +1,35 @@
-"""One chat turn: reserve the worst case, call the model, settle the actual count.
+"""One chat turn: reserve the worst case, call the model, settle what it used.
 
 Used by the InferGate chat route and the OpenAI-compatible route alike; they differ only in how
 they format what `complete` returns or what `stream` yields.
+
+What a chat is charged (never more than its reservation): the model's own counts when it reports
+them; for a count it leaves out, the prompt's upper bound and, for output, the chunks sent (or
+the output cap). A stream that is cut (the client left, the model failed) is charged the prompt's
+bound plus the chunks sent; one that sent nothing is released.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import AsyncGenerator
+import uuid
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-import anyio
 import structlog
+from infergate_common.billing import RequestStatus, Reservation, ReservationRequest, Settlement
 from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnavailableError
 
+from api_gateway.billing import Billing
 from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, UsageClient
 from api_gateway.config import Settings
 from api_gateway.rate_limit_headers import TokenBudget
-from api_gateway.schemas import Generation, ModelCall, Reservation, VerifiedUser
+from api_gateway.schemas import Generation, ModelCall, VerifiedUser
 
 _log = structlog.get_logger("chat")
-_SETTLE_ATTEMPTS = 3
-_TOKENS_PER_MESSAGE = 8  # role markers around each message in a chat template
-
-
-def worst_case_tokens(call: ModelCall, *, overhead: int) -> int:
-    """An upper bound of prompt + completion tokens: no BPE token is shorter than one byte."""
-    framing = overhead + _TOKENS_PER_MESSAGE * (len(call.messages) - 1)
-    return call.prompt_bytes() + framing + call.max_tokens
+WallClock = Callable[[], datetime]
 
 
 @dataclass(frozen=True)
@@ -40,16 +40,29 @@ class Delta:
 @dataclass(frozen=True)
 class Finished:
     generation: Generation
-    charged: int
-    tokens: TokenBudget | None  # the month's quota after this turn, for the headers
+    settlement: Settlement  # what was charged, and the counts it was charged for
+    tokens: TokenBudget  # the month's quota after this turn, for the headers
+
+    @property
+    def charged(self) -> int:
+        return self.settlement.charged_tokens
 
 
 @dataclass(frozen=True)
 class Failed:
     error: AppError
+    settlement: Settlement | None = None  # what a stream cut by the failure was charged
 
 
 StreamEvent = Delta | Finished | Failed
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A chat allowed to run: its call (output capped to what was reserved) and reservation."""
+
+    call: ModelCall
+    reservation: Reservation
 
 
 @dataclass
@@ -57,10 +70,16 @@ class ChatTurn:
     settings: Settings
     usage: UsageClient
     ai: AiClient
+    billing: Billing
     user: VerifiedUser
     request_id: str
-    started: float
     breaker: CircuitBreaker
+    started: float  # perf_counter, for the response time
+    started_at: datetime  # wall clock: the chat's month, and its time in the request log
+
+    @classmethod
+    def now(cls, wall_clock: WallClock = lambda: datetime.now(UTC)) -> tuple[float, datetime]:
+        return time.perf_counter(), wall_clock()
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 2)
@@ -80,6 +99,7 @@ class ChatTurn:
                 "messages": messages,
                 "max_tokens": min(max_tokens or cap, cap),
                 "model": model,
+                "prompt_overhead": self.settings.prompt_token_overhead,
                 **{k: v for k, v in sampling.items() if v is not None},
             }
         )
@@ -87,46 +107,149 @@ class ChatTurn:
     async def log_rate_limited(self, model: str) -> None:
         try:
             await self.usage.log_attempt(
-                {
-                    "requestId": self.request_id,
-                    "userId": self.user.userId,
-                    "status": "RATE_LIMITED",
-                    "model": model,
-                    "responseTimeMs": self.elapsed_ms(),
-                }
+                request_id=self.request_id,
+                user_id=self.user.userId,
+                model=model,
+                response_time_ms=self.elapsed_ms(),
+                started_at=self.started_at,
             )
         except AppError as exc:
             _log.warning("attempt_log_failed", code=exc.error_code)
 
-    async def reserve(self, call: ModelCall) -> Reservation:
-        """Hold the worst case before the model runs (403 when the month cannot cover it).
-
-        An open circuit refuses first (503), so nothing is reserved for a failing model."""
+    async def reserve(self, call: ModelCall) -> Admitted:
+        """Hold the worst case, or what is left if it covers the prompt's bound and some output
+        (the output is then capped to fit); 403 when not even that is left. An open circuit
+        refuses first (503), so nothing is reserved for a failing model."""
         self.breaker.before_call()
+        request = ReservationRequest(
+            reservation_id=uuid.uuid4().hex,
+            request_id=self.request_id,
+            user_id=self.user.userId,
+            plan=self.user.plan,
+            tokens=call.worst_case(),
+            min_tokens=call.prompt_bound() + 1,
+            hold_seconds=self.settings.chat_deadline_seconds,
+            model=call.model,
+            started_at=self.started_at,
+        )
         try:
-            return await self.usage.reserve(
-                request_id=self.request_id,
-                user=self.user,
-                tokens=worst_case_tokens(call, overhead=self.settings.prompt_token_overhead),
-                model=call.model,
-            )
+            reservation = await self.billing.reserve(request)
         except BaseException:
             self.breaker.record_abandoned()
             raise
+        output_cap = reservation.reserved_tokens - call.prompt_bound()
+        return Admitted(call.model_copy(update={"max_tokens": output_cap}), reservation)
 
-    async def complete(self, call: ModelCall, reservation: Reservation) -> Finished:
+    async def complete(self, admitted: Admitted) -> Finished:
+        call, reservation = admitted.call, admitted.reservation
         try:
             generation = await self.ai.generate(call)
         except AppError as exc:
             self._judge(exc)
-            await self._release(call, reservation, exc)
+            await self.billing.settle_shielded(
+                self._settlement(admitted, _status(exc)), required=False
+            )
             raise
-        except BaseException:
+        except BaseException:  # cancelled: release in the background, and go
             self.breaker.record_abandoned()
+            self.billing.settle_later(self._settlement(admitted, RequestStatus.CANCELLED))
             raise
         self.breaker.record_success()
-        charged, usage = await self._settle(reservation, generation, "SUCCESS")
-        return Finished(generation, charged, usage)
+        # A missing output count with output: the cap stands in for it (never billed as 0).
+        output_bound = call.max_tokens if generation.output else 0
+        billed = self._settlement(
+            admitted,
+            RequestStatus.SUCCESS,
+            prompt=_known(generation.promptTokens, call.prompt_bound()),
+            completion=_known(generation.completionTokens, output_bound),
+        )
+        settlement = await self.billing.settle_shielded(billed, required=True)
+        return Finished(generation, settlement, self._budget(reservation, settlement))
+
+    async def stream(self, admitted: Admitted) -> AsyncGenerator[StreamEvent, None]:
+        """Relay the model's chunks, then its end: settled before the final event is sent."""
+        call, reservation = admitted.call, admitted.reservation
+        in_full = self._settlement(
+            admitted,
+            RequestStatus.INTERRUPTED,
+            prompt=call.prompt_bound(),
+            completion=reservation.reserved_tokens - call.prompt_bound(),
+        )
+        sent, marked = 0, False
+        ending: Generation | AppError | None = None  # None: cut off (the client went away)
+        try:
+            async with self.ai.stream(call) as events:
+                async for event in events:
+                    kind = event.get("type")
+                    if kind == "delta":
+                        if sent == 0:
+                            marked = await self.billing.mark_output(in_full)
+                        sent += 1
+                        yield Delta(str(event["content"]))
+                    elif kind == "done":
+                        ending = Generation.model_validate({**event, "output": ""})
+                        break
+                    else:
+                        ending = _stream_error(event)
+                        break
+        except AppError as exc:
+            ending = exc
+        finally:
+            self._judge_stream(ending)
+            settlement = await self.billing.settle_shielded(
+                self._stream_settlement(admitted, ending, sent),
+                instead_of=in_full if marked else None,
+                required=False,
+            )
+        if isinstance(ending, Generation):
+            yield Finished(ending, settlement, self._budget(reservation, settlement))
+        elif isinstance(ending, AppError):
+            yield Failed(ending, settlement)
+
+    def _stream_settlement(
+        self, admitted: Admitted, ending: Generation | AppError | None, sent: int
+    ) -> Settlement:
+        bound = admitted.call.prompt_bound()
+        if isinstance(ending, Generation):
+            return self._settlement(
+                admitted,
+                RequestStatus.SUCCESS,
+                prompt=_known(ending.promptTokens, bound),
+                completion=_known(ending.completionTokens, sent),
+            )
+        status = RequestStatus.CANCELLED if ending is None else _status(ending)
+        if sent == 0:
+            return self._settlement(admitted, status)
+        return self._settlement(admitted, status, prompt=bound, completion=sent)
+
+    def _settlement(
+        self,
+        admitted: Admitted,
+        status: RequestStatus,
+        *,
+        prompt: int = 0,
+        completion: int = 0,
+    ) -> Settlement:
+        reservation = admitted.reservation
+        return Settlement(
+            reservation_id=reservation.reservation_id,
+            request_id=self.request_id,
+            user_id=self.user.userId,
+            plan=self.user.plan,
+            reserved_tokens=reservation.reserved_tokens,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            status=status,
+            model=admitted.call.model,
+            response_time_ms=self.elapsed_ms(),
+            started_at=self.started_at,
+        )
+
+    @staticmethod
+    def _budget(reservation: Reservation, settlement: Settlement) -> TokenBudget:
+        """The month after this turn: what reserve saw, plus what the settlement gave back."""
+        returned = reservation.reserved_tokens - settlement.charged_tokens
+        return TokenBudget(reservation.monthly_token_limit, reservation.remaining_tokens + returned)
 
     def _judge(self, error: AppError | None) -> None:
         """Tell the breaker how the model call ended (4xx and cancellations do not count)."""
@@ -137,102 +260,22 @@ class ChatTurn:
         else:
             self.breaker.record_abandoned()
 
-    async def stream(
-        self, call: ModelCall, reservation: Reservation
-    ) -> AsyncGenerator[StreamEvent, None]:
-        """Relay the model's chunks; settle from its final counts, or from what was sent."""
-        chunks = 0
-        outcome: StreamEvent | None = None
-        try:
-            async with self.ai.stream(call) as events:
-                async for event in events:
-                    kind = event.get("type")
-                    if kind == "delta":
-                        chunks += 1
-                        yield Delta(str(event["content"]))
-                    elif kind == "done":
-                        generation = Generation.model_validate({**event, "output": ""})
-                        charged, usage = await self._settle(reservation, generation, "SUCCESS")
-                        outcome = Finished(generation, charged, usage)
-                    else:
-                        outcome = Failed(_stream_error(event))
-                        break
-        except AppError as exc:
-            outcome = Failed(exc)
-        finally:
-            if isinstance(outcome, Failed):
-                self._judge(outcome.error)
-            elif isinstance(outcome, Finished):
-                self._judge(None)
-            else:
-                self.breaker.record_abandoned()
-            if outcome is None or isinstance(outcome, Failed):
-                # Failed, cut off, or the client went away: charge what was generated.
-                with anyio.CancelScope(shield=True):
-                    await self._settle_partial(call, reservation, chunks, outcome)
-        if outcome is not None:
-            yield outcome
-
-    async def _release(self, call: ModelCall, reservation: Reservation, exc: AppError) -> None:
-        status = "TIMEOUT" if isinstance(exc, UpstreamTimeoutError) else "UPSTREAM_ERROR"
-        with anyio.CancelScope(shield=True):
-            await self._settle(reservation, _nothing(call.model), status)
-
-    async def _settle_partial(
-        self, call: ModelCall, reservation: Reservation, chunks: int, outcome: StreamEvent | None
-    ) -> None:
-        error = outcome.error if isinstance(outcome, Failed) else None
-        if outcome is None:
-            status = "CANCELLED"
+    def _judge_stream(self, ending: Generation | AppError | None) -> None:
+        if ending is None:
+            self.breaker.record_abandoned()
         else:
-            status = "TIMEOUT" if isinstance(error, UpstreamTimeoutError) else "UPSTREAM_ERROR"
-        if chunks == 0:
-            await self._settle(reservation, _nothing(call.model), status)
-            return
-        # Ollama reports counts only at the end: one chunk is one token, and the prompt is
-        # estimated at four bytes a token.
-        generation = _nothing(call.model)
-        generation.promptTokens = math.ceil(call.prompt_bytes() / 4)
-        generation.completionTokens = chunks
-        await self._settle(reservation, generation, status)
-
-    async def _settle(
-        self, reservation: Reservation, generation: Generation, status: str
-    ) -> tuple[int, TokenBudget | None]:
-        """Settle (or release) the reservation; retried, since settling twice is a no-op."""
-        charged = min(
-            generation.promptTokens + generation.completionTokens, reservation.reservedTokens
-        )
-        payload: dict[str, object] = {
-            "reservationId": reservation.reservationId,
-            "requestId": self.request_id,
-            "userId": self.user.userId,
-            "period": reservation.period,
-            "reservedTokens": reservation.reservedTokens,
-            "promptTokens": generation.promptTokens,
-            "completionTokens": generation.completionTokens,
-            "status": status,
-            "model": generation.model,
-            "responseTimeMs": self.elapsed_ms(),
-        }
-        for attempt in range(1, _SETTLE_ATTEMPTS + 1):
-            try:
-                await self.usage.settle(payload)
-                # What reserve saw, plus what this settle gave back (no extra read).
-                remaining = reservation.remainingTokens + reservation.reservedTokens - charged
-                return charged, TokenBudget(reservation.monthlyTokenLimit, remaining)
-            except AppError as exc:
-                _log.warning("settle_failed", attempt=attempt, code=exc.error_code)
-                await anyio.sleep(0.2 * attempt)
-        # The reservation expires and is released by the usage-service's sweeper.
-        _log.error("settle_abandoned", reservation_id=reservation.reservationId)
-        return charged, None
+            self._judge(ending if isinstance(ending, AppError) else None)
 
 
-def _nothing(model: str) -> Generation:
-    return Generation(
-        output="", tokens=0, promptTokens=0, completionTokens=0, model=model, doneReason="error"
-    )
+def _known(count: int | None, otherwise: int) -> int:
+    """A count the model reported, or the bound that stands in for it."""
+    return otherwise if count is None else count
+
+
+def _status(error: AppError) -> RequestStatus:
+    if isinstance(error, UpstreamTimeoutError):
+        return RequestStatus.TIMEOUT
+    return RequestStatus.UPSTREAM_ERROR
 
 
 def _stream_error(event: dict[str, object]) -> AppError:

@@ -5,8 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from infergate_common.billing import (
+    AttemptLog,
+    RequestStatus,
+    Reservation,
+    ReservationRequest,
+    Settlement,
+    SettlementBatch,
+    SettlementResult,
+    SettlementResults,
+)
 from infergate_common.http_client import InternalServiceClient
 from infergate_common.validation import Plan
 
@@ -16,7 +27,6 @@ from api_gateway.schemas import (
     Generation,
     ModelCall,
     MonthlyUsage,
-    Reservation,
     RotatedKey,
     VerifiedUser,
 )
@@ -70,27 +80,35 @@ def _change(body: dict[str, Any]) -> UserChange:
 class UsageClient(InternalServiceClient):
     service = "usage-service"
 
-    async def reserve(
-        self, *, request_id: str, user: VerifiedUser, tokens: int, model: str
-    ) -> Reservation:
-        body = await self.call(
-            "POST",
-            "/usage/reserve",
-            json={
-                "requestId": request_id,
-                "userId": user.userId,
-                "plan": user.plan.value,
-                "tokens": tokens,
-                "model": model,
-            },
+    async def reserve(self, request: ReservationRequest) -> Reservation:
+        return Reservation.model_validate(
+            await self.call("POST", "/usage/reserve", json=request.wire())
         )
-        return Reservation.model_validate(body)
 
-    async def settle(self, payload: dict[str, object]) -> None:
-        await self.call("POST", "/usage/settle", json=payload)
+    async def settle_many(self, settlements: list[Settlement]) -> list[SettlementResult]:
+        batch = SettlementBatch(settlements=settlements)
+        body = await self.call("POST", "/usage/settlements", json=batch.wire())
+        return SettlementResults.model_validate(body).results
 
-    async def log_attempt(self, payload: dict[str, object]) -> None:
-        await self.call("POST", "/usage/attempts", json=payload)
+    async def log_attempt(
+        self,
+        *,
+        request_id: str,
+        user_id: str,
+        model: str,
+        response_time_ms: float,
+        started_at: datetime,
+    ) -> None:
+        """Log a chat that was rate limited (it never reached a reservation)."""
+        attempt = AttemptLog(
+            request_id=request_id,
+            user_id=user_id,
+            status=RequestStatus.RATE_LIMITED,
+            model=model,
+            response_time_ms=response_time_ms,
+            started_at=started_at,
+        )
+        await self.call("POST", "/usage/attempts", json=attempt.wire())
 
     async def monthly(self, user: VerifiedUser) -> MonthlyUsage:
         return await self.month_of(user.userId, user.plan)

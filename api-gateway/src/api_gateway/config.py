@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -47,6 +48,25 @@ class Settings(ServiceSettings):
     # Enables the admin API (/admin/...) when set; callers send it as a Bearer token or in
     # x-admin-token. Empty: the admin routes do not exist (404).
     admin_token: SecretStr = SecretStr("")
+
+    # The settlement outbox (Redis): how long the gateway that recorded a settlement has to
+    # deliver it before any gateway may (also the interval between retries while usage-service
+    # or the database is down), and how often each gateway claims the settlements that are due.
+    settlement_retry_seconds: PositiveFloat = 5.0
+    settlement_claim_seconds: PositiveFloat = 1.0
+
+    @property
+    def chat_deadline_seconds(self) -> int:
+        """The longest a chat may take from its reservation to its recorded settlement: how long
+        its reservation is held, and how long after its first output a stream is charged in
+        full if its gateway never finished it."""
+        return math.ceil(self.usage_timeout + self.ai_timeout + 4 * self.redis_timeout + 5)
+
+    @property
+    def shutdown_grace_seconds(self) -> float:
+        """SIGTERM lets every chat in flight finish and settle (the longest may take the whole
+        chat deadline), then delivers what is queued."""
+        return self.chat_deadline_seconds + 2 * self.usage_timeout
 
     @field_validator("admin_token")
     @classmethod

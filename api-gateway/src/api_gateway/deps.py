@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, cast
 
 import structlog
@@ -10,6 +9,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from infergate_common.errors import UnauthorizedError
 
+from api_gateway.billing import Billing
 from api_gateway.chat import ChatTurn
 from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, AuthClient, UsageClient
@@ -19,6 +19,7 @@ from api_gateway.key_versions import KeyVersions
 from api_gateway.models import ModelCatalog
 from api_gateway.rate_limit import SlidingWindowLimiter
 from api_gateway.schemas import VerifiedUser
+from api_gateway.settler import Settler
 
 _log = structlog.get_logger("auth")
 _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="Your API key")
@@ -39,6 +40,10 @@ async def get_usage_client(request: Request) -> UsageClient:
 
 async def get_ai_client(request: Request) -> AiClient:
     return cast(AiClient, request.state.ai_client)
+
+
+async def get_settler(request: Request) -> Settler:
+    return cast(Settler, request.state.settler)
 
 
 async def get_limiter(request: Request) -> SlidingWindowLimiter:
@@ -65,6 +70,7 @@ LimiterDep = Annotated[SlidingWindowLimiter, Depends(get_limiter)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 KeyCacheDep = Annotated[VerifiedKeyCache, Depends(get_key_cache)]
 KeyVersionsDep = Annotated[KeyVersions, Depends(get_key_versions)]
+SettlerDep = Annotated[Settler, Depends(get_settler)]
 
 
 async def presented_api_key(
@@ -108,14 +114,17 @@ CurrentUser = Annotated[VerifiedUser, Depends(authenticate)]
 async def new_chat_turn(request: Request, user: CurrentUser) -> ChatTurn:
     """One chat turn of the authenticated caller (shared by /v1/chat and the OpenAI route)."""
     state = request.state
+    started, started_at = ChatTurn.now()
     return ChatTurn(
         settings=cast(Settings, request.app.state.settings),
         usage=cast(UsageClient, state.usage_client),
         ai=cast(AiClient, state.ai_client),
+        billing=cast(Billing, state.billing),
         user=user,
         request_id=cast(str, request.scope["state"]["request_id"]),
-        started=time.perf_counter(),
         breaker=cast(CircuitBreaker, state.breaker),
+        started=started,
+        started_at=started_at,
     )
 
 

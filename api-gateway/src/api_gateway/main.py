@@ -14,6 +14,7 @@ from infergate_common.http_client import build_internal_client
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from api_gateway.billing import Billing
 from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings, get_settings
@@ -28,6 +29,8 @@ from api_gateway.routes.health import router as health_router
 from api_gateway.routes.keys import router as keys_router
 from api_gateway.routes.openai import router as openai_router
 from api_gateway.routes.public import router as public_router
+from api_gateway.settlement_outbox import SettlementOutbox
+from api_gateway.settler import Settler
 
 FIELD_MESSAGES = {"prompt": "Prompt is required", "email": "A valid email is required"}
 
@@ -77,6 +80,26 @@ def create_app(
             state["limiter"] = SlidingWindowLimiter(
                 redis_client, fail_open=settings.rate_limit_failure_mode == "open"
             )
+            outbox = SettlementOutbox(
+                redis_client, lease_ms=int(settings.settlement_retry_seconds * 1000)
+            )
+            settler = Settler(
+                usage=state["usage_client"],
+                outbox=outbox,
+                claim_interval_s=settings.settlement_claim_seconds,
+            )
+            state["settler"] = settler
+            state["billing"] = Billing(
+                usage=state["usage_client"],
+                outbox=outbox,
+                settler=settler,
+                mark_ms=settings.chat_deadline_seconds * 1000,
+            )
+            settler.start()
+            # On shutdown, after the requests in flight: settlements still being recorded,
+            # then those queued for delivery (before the clients they need are closed).
+            stack.push_async_callback(settler.close, timeout_s=2 * settings.usage_timeout)
+            stack.push_async_callback(state["billing"].drain)
             yield state
 
     app = create_service_app(

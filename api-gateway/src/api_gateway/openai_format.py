@@ -11,7 +11,6 @@ from infergate_common.errors import ErrorResponse
 from api_gateway.chat import Delta, Failed, Finished, StreamEvent
 from api_gateway.openai_errors import openai_error_parts
 from api_gateway.openai_schemas import ChatCompletion, Choice, ChoiceMessage, Usage
-from api_gateway.schemas import Generation
 from api_gateway.sse import sse_event
 
 
@@ -22,11 +21,13 @@ class CompletionIds:
     model: str
 
 
-def usage_of(generation: Generation) -> Usage:
+def usage_of(finished: Finished) -> Usage:
+    """The tokens charged: `total_tokens` is what the month's quota went down by."""
+    settlement = finished.settlement
     return Usage(
-        prompt_tokens=generation.promptTokens,
-        completion_tokens=generation.completionTokens,
-        total_tokens=generation.promptTokens + generation.completionTokens,
+        prompt_tokens=settlement.prompt_tokens,
+        completion_tokens=settlement.completion_tokens,
+        total_tokens=settlement.charged_tokens,
     )
 
 
@@ -42,7 +43,7 @@ def completion(ids: CompletionIds, finished: Finished) -> ChatCompletion:
                 finish_reason=generation.doneReason,
             )
         ],
-        usage=usage_of(generation),
+        usage=usage_of(finished),
     )
 
 
@@ -77,7 +78,7 @@ async def completion_chunks(
                 ids, [{"index": 0, "delta": {}, "finish_reason": event.generation.doneReason}]
             )
             if include_usage:
-                yield _chunk(ids, [], usage=usage_of(event.generation).model_dump())
+                yield _chunk(ids, [], usage=usage_of(event).model_dump())
             yield sse_event("[DONE]")
         elif isinstance(event, Failed):
             error = event.error

@@ -7,6 +7,7 @@ recorded, and the answer says when the oldest entry leaves the window (the hones
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class Decision:
     reset_ms: int
     window_s: int = 0
     degraded: bool = False
+    member: str | None = None  # what this request added to the window (to take it back)
 
     @property
     def retry_after_seconds(self) -> int:
@@ -59,6 +61,7 @@ class Decision:
 
 class SlidingWindowLimiter:
     def __init__(self, client: redis.Redis, *, fail_open: bool) -> None:
+        self._client = client
         self._script = client.register_script(_SLIDING_WINDOW)
         self._fail_open = fail_open
         self.failures = 0
@@ -71,10 +74,23 @@ class SlidingWindowLimiter:
         """The window's state without counting a request (for the headers of other calls)."""
         return await self._run(key, limit=limit, window_s=window_s, record=False)
 
+    async def refund(self, key: str, decision: Decision) -> Decision:
+        """Take back a request that was counted but not served (its quota refused it); the
+        window as it is then."""
+        if decision.member is None or not decision.allowed:
+            return decision
+        try:
+            await self._client.zrem(key, decision.member)
+        except RedisError as exc:
+            _log.warning("rate_limit_refund_failed", error_type=type(exc).__name__)
+            return decision
+        return dataclasses.replace(decision, remaining=decision.remaining + 1, member=None)
+
     async def _run(self, key: str, *, limit: int, window_s: int, record: bool) -> Decision:
+        member = uuid.uuid4().hex
         try:
             allowed, remaining, reset_ms = await self._script(
-                keys=[key], args=[window_s * 1000, limit, uuid.uuid4().hex, int(record)]
+                keys=[key], args=[window_s * 1000, limit, member, int(record)]
             )
         except RedisError as exc:
             self.failures += 1
@@ -90,4 +106,7 @@ class SlidingWindowLimiter:
                 failures=self.failures,
             )
             return Decision(True, limit, limit, window_s * 1000, window_s, degraded=True)
-        return Decision(bool(allowed), limit, int(remaining), int(reset_ms), window_s)
+        counted = member if record and allowed else None
+        return Decision(
+            bool(allowed), limit, int(remaining), int(reset_ms), window_s, member=counted
+        )

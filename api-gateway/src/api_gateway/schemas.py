@@ -8,6 +8,8 @@ from infergate_common.validation import Email, Plan
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+_TOKENS_PER_MESSAGE = 8  # role markers around each further message in a chat template
+
 
 class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -78,19 +80,12 @@ class AccessGranted(BaseModel):
     user: VerifiedUser
 
 
-class Reservation(BaseModel):
-    reservationId: str
-    period: str
-    reservedTokens: int
-    monthlyTokenLimit: int
-    remainingTokens: int
-
-
 class Generation(BaseModel):
+    """What the model produced; a count it did not report is None (ai-service passes it on)."""
+
     output: str
-    tokens: int
-    promptTokens: int
-    completionTokens: int
+    promptTokens: int | None
+    completionTokens: int | None
     model: str
     doneReason: str
 
@@ -108,6 +103,8 @@ class ModelCall(BaseModel):
     messages: list[dict[str, str]]
     max_tokens: int
     model: str
+    # Chat-template tokens around the prompt (PROMPT_TOKEN_OVERHEAD), part of its upper bound.
+    prompt_overhead: int = 0
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
@@ -130,5 +127,12 @@ class ModelCall(BaseModel):
                 body[name] = value
         return body
 
-    def prompt_bytes(self) -> int:
-        return sum(len(m["content"].encode("utf-8")) for m in self.messages)
+    def prompt_bound(self) -> int:
+        """An upper bound of the prompt's tokens: no BPE token is shorter than one byte, plus the
+        chat template's tokens around each message."""
+        framing = self.prompt_overhead + _TOKENS_PER_MESSAGE * (len(self.messages) - 1)
+        return sum(len(m["content"].encode("utf-8")) for m in self.messages) + framing
+
+    def worst_case(self) -> int:
+        """An upper bound of the whole turn: the prompt's bound and the output cap."""
+        return self.prompt_bound() + self.max_tokens

@@ -26,14 +26,14 @@ async def infergate_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[
         if isinstance(item, Delta):
             yield sse_event({"type": "delta", "output": item.text})
         elif isinstance(item, Finished):
-            generation = item.generation
+            # The counts charged for (the model's, or the bounds standing in for missing ones).
             yield sse_event(
                 {
                     "type": "done",
                     "tokensUsed": item.charged,
-                    "promptTokens": generation.promptTokens,
-                    "completionTokens": generation.completionTokens,
-                    "doneReason": generation.doneReason,
+                    "promptTokens": item.settlement.prompt_tokens,
+                    "completionTokens": item.settlement.completion_tokens,
+                    "doneReason": item.generation.doneReason,
                 }
             )
         elif isinstance(item, Failed):
@@ -43,6 +43,8 @@ async def infergate_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[
                     "message": item.error.message,
                     "code": item.error.error_code,
                     "requestId": current_request_id(),
+                    # What the part that was sent is charged (the prompt's bound and the chunks).
+                    "tokensUsed": item.settlement.charged_tokens if item.settlement else 0,
                 },
                 event="error",
             )

@@ -7,7 +7,7 @@ unknown routes 404, and anything unexpected a logged 500 without internals.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import structlog
@@ -35,10 +35,13 @@ class AppError(Exception):
         *,
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
+        fields: Mapping[str, int] | None = None,
     ) -> None:
         self.message = message or self.default_message
         self.error_code = code or self.code
         self.headers = dict(headers or {})
+        # Figures the client can act on (e.g. the tokens a refused chat needed), in the body.
+        self.fields = dict(fields or {})
         super().__init__(self.message)
 
 
@@ -105,16 +108,18 @@ _BY_STATUS: dict[int, type[AppError]] = {
 }
 
 
-def error_for_status(status: int, message: str, code: str | None = None) -> AppError:
+def error_for_status(
+    status: int, message: str, code: str | None = None, fields: Mapping[str, int] | None = None
+) -> AppError:
     """Build the local error matching a downstream status (used by the internal clients)."""
     cls = _BY_STATUS.get(status)
     if cls is None:
         cls = BadRequestError if 400 <= status < 500 else UpstreamUnavailableError
-    return cls(message, code=code)
+    return cls(message, code=code, fields=fields)
 
 
-def error_body(message: str, code: str) -> dict[str, Any]:
-    return {"message": message, "code": code, "requestId": current_request_id()}
+def error_body(message: str, code: str, fields: Mapping[str, int] | None = None) -> dict[str, Any]:
+    return {"message": message, "code": code, "requestId": current_request_id(), **(fields or {})}
 
 
 class ErrorBody(BaseModel):
@@ -146,8 +151,8 @@ def _validation_message(
         loc = [str(part) for part in error.get("loc", ())]
         if error.get("type") not in _FIELD_MESSAGE_TYPES:
             continue
-        for field, message in field_messages.items():
-            if field in loc:
+        for name, message in field_messages.items():
+            if name in loc:
                 return message, "validation_error"
     first = errors[0] if errors else {}
     kind = first.get("type", "")
@@ -172,6 +177,7 @@ class ErrorResponse:
     message: str
     code: str
     headers: Mapping[str, str]
+    fields: Mapping[str, int] = field(default_factory=dict)
 
 
 ErrorRenderer = Callable[[Request, ErrorResponse], JSONResponse]
@@ -180,7 +186,9 @@ ErrorRenderer = Callable[[Request, ErrorResponse], JSONResponse]
 def render_infergate_error(_: Request, error: ErrorResponse) -> JSONResponse:
     """InferGate's shape: `{"message", "code", "requestId"}`."""
     return JSONResponse(
-        error_body(error.message, error.code), error.status, headers=dict(error.headers)
+        error_body(error.message, error.code, error.fields),
+        error.status,
+        headers=dict(error.headers),
     )
 
 
@@ -201,7 +209,8 @@ def install_error_handlers(
     async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
         return render(
-            request, ErrorResponse(exc.status_code, exc.message, exc.error_code, exc.headers)
+            request,
+            ErrorResponse(exc.status_code, exc.message, exc.error_code, exc.headers, exc.fields),
         )
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -115,7 +115,18 @@ class InternalServiceClient:
             return UpstreamUnavailableError(
                 message or f"{self.service} unavailable", code=code or "upstream_unavailable"
             )
-        return error_for_status(status, message or f"{self.service} error", code)
+        return error_for_status(status, message or f"{self.service} error", code, _figures(body))
+
+
+def _figures(body: object) -> dict[str, int]:
+    """The integer fields of a downstream error body (figures such as a refused chat's tokens)."""
+    if not isinstance(body, dict):
+        return {}
+    return {
+        str(name): value
+        for name, value in body.items()
+        if isinstance(value, int) and not isinstance(value, bool)
+    }
 
 
 async def _decoded_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:

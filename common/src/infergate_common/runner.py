@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -40,6 +41,6 @@ def serve(factory: str, settings: ServiceSettings, *, workers: int = 1) -> None:
         access_log=False,
         loop="uvloop",
         http=JsonErrorHttpToolsProtocol,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
         server_header=False,
     )

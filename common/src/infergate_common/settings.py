@@ -30,6 +30,12 @@ class ServiceSettings(BaseSettings):
             raise ValueError("INTERNAL_TOKEN must be at least 16 characters")
         return value
 
+    @property
+    def shutdown_grace_seconds(self) -> float:
+        """How long a SIGTERM lets requests in flight finish before they are cancelled (a service
+        whose requests may take longer raises it)."""
+        return 30.0
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

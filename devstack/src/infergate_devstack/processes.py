@@ -38,6 +38,8 @@ class ProcessSpec:
     ready: Callable[[], bool]
     ready_timeout_s: float = 30.0
     cwd: Path | None = None
+    # How long SIGTERM may take before SIGKILL: a service lets its requests in flight finish.
+    stop_timeout_s: float = STOP_TIMEOUT_S
 
 
 class ManagedProcess:
@@ -96,10 +98,21 @@ class ManagedProcess:
         """Started and then exited on its own (not stopped through this object)."""
         return self._popen is not None and self._popen.poll() is not None
 
-    def stop(self, *, kill: bool = False, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM the process group (SIGKILL if `kill`), escalate to SIGKILL after `timeout_s`."""
+    def stop(self, *, kill: bool = False, timeout_s: float | None = None) -> None:
+        """SIGTERM the process group (SIGKILL if `kill`), escalate to SIGKILL after `timeout_s`
+        (by default the spec's)."""
         self.send_stop(kill=kill)
-        self.finish_stop(deadline=time.monotonic() + timeout_s)
+        wait = self.spec.stop_timeout_s if timeout_s is None else timeout_s
+        self.finish_stop(deadline=time.monotonic() + wait)
+
+    def pause(self) -> None:
+        """SIGSTOP the process group: it neither answers nor closes its connections (a hang)."""
+        if self._popen is not None and self._popen.poll() is None:
+            _signal_group(self._popen.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._popen is not None and self._popen.poll() is None:
+            _signal_group(self._popen.pid, signal.SIGCONT)
 
     def send_stop(self, *, kill: bool = False) -> None:
         if self._popen is not None and self._popen.poll() is None:
@@ -142,9 +155,9 @@ def stop_together(processes: Sequence[ManagedProcess], *, kill: bool = False) ->
     """Stop several processes at once: signal all, then wait for all within one timeout."""
     for process in processes:
         process.send_stop(kill=kill)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    started = time.monotonic()
     for process in processes:
-        process.finish_stop(deadline=deadline)
+        process.finish_stop(deadline=started + process.spec.stop_timeout_s)
 
 
 def _wait_until_gone(pgid: int, *, timeout_s: float = 2.0) -> None:

@@ -81,6 +81,13 @@ class Stack:
         """Stop one process (SIGTERM, or SIGKILL with `kill`), e.g. to test a dependency failing."""
         self.process(name).stop(kill=kill)
 
+    def pause(self, name: str) -> None:
+        """Freeze one process (SIGSTOP): it hangs without closing anything, until `resume`."""
+        self.process(name).pause()
+
+    def resume(self, name: str) -> None:
+        self.process(name).resume()
+
     def start(self, name: str) -> None:
         """Start a stopped process again, on the same port, and wait until it is ready."""
         process = self.process(name)

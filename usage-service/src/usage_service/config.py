@@ -16,7 +16,8 @@ class Settings(ServiceSettings):
     mongo_timeout_ms: int = 2000
     free_monthly_tokens: PositiveInt = 5000
     pro_monthly_tokens: PositiveInt = 50000
-    # A reservation never settled (its gateway died) is released after this long.
+    # The least time a reservation is held unsettled before the sweeper releases it (a gateway
+    # asks for as long as its chat may take to settle: the longer of the two applies).
     reservation_ttl_seconds: PositiveInt = 600
     reservation_sweep_seconds: float = 30.0
 

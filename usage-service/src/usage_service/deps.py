@@ -7,7 +7,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from usage_service.metering import Metering
-from usage_service.repository import RequestLogRepository
+from usage_service.request_log import RequestLogRepository
 
 
 async def get_metering(request: Request) -> Metering:

@@ -24,11 +24,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from pymongo import InsertOne, UpdateOne
+from pymongo import DeleteOne, InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
 Document = dict[str, Any]
-Operation = InsertOne[Document] | UpdateOne
+Operation = InsertOne[Document] | UpdateOne | DeleteOne
 DUPLICATE_KEY = 11000
 DEFAULT_MAX_BATCH = 256
 

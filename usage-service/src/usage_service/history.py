@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from usage_service.cursors import decode_cursor, encode_cursor
-from usage_service.repository import RequestLogRepository
+from usage_service.request_log import RequestLogRepository
 from usage_service.schemas import RequestHistory, RequestHistoryItem
 
 
@@ -19,6 +19,7 @@ async def history_page(
             requestId=d["requestId"],
             model=d["model"],
             status=d["status"],
+            period=d.get("period"),
             promptTokens=d["promptTokens"],
             completionTokens=d["completionTokens"],
             tokensUsed=d["tokensUsed"],

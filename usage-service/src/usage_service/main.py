@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from datetime import timedelta
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import structlog
 from fastapi import Depends, FastAPI
 from infergate_common.app import create_service_app
 from infergate_common.internal_auth import INTERNAL_AUTH_RESPONSES, internal_token_guard
@@ -18,23 +16,14 @@ from infergate_common.mongo import (
     open_mongo,
     readiness_router,
 )
-from pymongo.errors import PyMongoError
 
 from usage_service.config import Settings, get_settings
 from usage_service.metering import Metering
-from usage_service.repository import RequestLogRepository, UsageRepository
+from usage_service.request_log import RequestLogRepository
+from usage_service.reservation_markers import ReservationMarkers
 from usage_service.routes.usage import router as usage_router
-
-_log = structlog.get_logger("usage")
-
-
-async def _sweep_forever(metering: Metering, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await metering.release_expired()
-        except PyMongoError as exc:
-            _log.warning("reservation_sweep_failed", error_type=type(exc).__name__)
+from usage_service.sweeper import Sweeper
+from usage_service.usage_repository import UsageRepository
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,20 +38,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 timeout_ms=settings.mongo_timeout_ms,
             )
             stack.push_async_callback(client.close)
-            usage = UsageRepository(
-                db["usage"], reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds)
-            )
+            usage = UsageRepository(db["usage"])
+            markers = ReservationMarkers(db["reservations"])
             logs = RequestLogRepository(db["requestlogs"])
             await usage.ensure_indexes()
             await logs.ensure_indexes()
             # These run before the client closes: writes still in a batch are finished.
             stack.push_async_callback(logs.drain)
+            stack.push_async_callback(markers.drain)
             stack.push_async_callback(usage.drain)
-            metering = Metering(usage=usage, logs=logs, settings=settings)
-            sweeper = asyncio.create_task(
-                _sweep_forever(metering, settings.reservation_sweep_seconds)
-            )
-            stack.push_async_callback(_cancel, sweeper)
+            metering = Metering(usage=usage, markers=markers, logs=logs, settings=settings)
+            sweeper = Sweeper(metering, interval_s=settings.reservation_sweep_seconds)
+            sweeping = asyncio.create_task(sweeper.run())
+            stack.push_async_callback(_finish, sweeper, sweeping)
             yield {"metering": metering, "request_logs": logs, "mongo": client}
 
     app = create_service_app(
@@ -81,7 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task
+async def _finish(sweeper: Sweeper, sweeping: asyncio.Task[None]) -> None:
+    sweeper.stop()
+    await sweeping

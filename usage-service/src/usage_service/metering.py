@@ -3,102 +3,186 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import structlog
-from infergate_common.errors import ForbiddenError
+from infergate_common.billing import (
+    AttemptLog,
+    RequestStatus,
+    Reservation,
+    ReservationRequest,
+    Settlement,
+    SettlementOutcome,
+    SettlementResult,
+)
+from infergate_common.errors import BadRequestError, ConflictError, ForbiddenError
 from infergate_common.validation import Plan
 
 from usage_service.config import Settings
-from usage_service.periods import current_period
-from usage_service.repository import RequestLogRepository, UsageRepository
-from usage_service.schemas import (
-    AttemptLogRequest,
-    RequestLogEntry,
-    RequestStatus,
-    ReserveRequest,
-    ReserveResponse,
-    SettleRequest,
-    SettleResponse,
-    UsageRecord,
-    UsageResponse,
-)
+from usage_service.documents import Hold, new_usage
+from usage_service.periods import current_period, usage_key
+from usage_service.request_log import RequestLogRepository
+from usage_service.reservation_markers import Marker, ReservationMarkers
+from usage_service.schemas import RequestLogEntry, UsageRecord, UsageResponse
+from usage_service.usage_repository import Granted, Refused, UsageRepository
 
 _log = structlog.get_logger("metering")
+Clock = Callable[[], datetime]
+# A reservation's chat must have started about now (by this service's clock): its month is the
+# one of its start, and a gateway whose clock is far off must not pick another month's quota.
+_CLOCK_SKEW = timedelta(minutes=5)
+_SWEEP_PAGE = 100
 
 
 class Metering:
     def __init__(
-        self, *, usage: UsageRepository, logs: RequestLogRepository, settings: Settings
+        self,
+        *,
+        usage: UsageRepository,
+        markers: ReservationMarkers,
+        logs: RequestLogRepository,
+        settings: Settings,
+        clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
         self._usage = usage
+        self._markers = markers
         self._logs = logs
         self._settings = settings
+        self._clock = clock
 
-    async def reserve(self, body: ReserveRequest) -> ReserveResponse:
-        """Hold the request's worst-case tokens, or refuse (403) before the model is called."""
-        period = current_period()
-        limit = self._settings.monthly_limit(body.plan)
-        reservation_id = uuid.uuid4().hex
-        record = await self._usage.reserve(
-            user_id=body.userId,
-            period=period,
-            limit=limit,
-            reservation_id=reservation_id,
+    async def reserve(self, body: ReservationRequest) -> Reservation:
+        """Hold the chat's worst case, or what is left if that covers its minimum; else 403."""
+        now = self._clock()
+        if abs(body.started_at - now) > _CLOCK_SKEW:
+            raise BadRequestError("startedAt is not about now", code="invalid_start")
+        hold = Hold(
+            key=usage_key(body.user_id, body.period),
+            user_id=body.user_id,
+            period=body.period,
+            reservation_id=body.reservation_id,
             tokens=body.tokens,
+            min_tokens=body.min_tokens,
+            expires_at=now + timedelta(seconds=self._hold_seconds(body.hold_seconds)),
         )
-        if record is None:
-            _log.info("quota_exceeded", user_id=body.userId, tokens=body.tokens)
-            await self._write_log(
-                reservation_id,
-                _entry(body.requestId, body.userId, body.model, RequestStatus.QUOTA_EXCEEDED),
-            )
-            raise ForbiddenError("Token quota exceeded", code="quota_exceeded")
-        return ReserveResponse(
-            reservationId=reservation_id,
-            period=period,
-            reservedTokens=body.tokens,
-            monthlyTokenLimit=record.limit,
-            remainingTokens=record.remaining,
-        )
-
-    async def settle(self, body: SettleRequest) -> SettleResponse:
-        """Charge the actual tokens (never more than reserved) and log the attempt, once."""
-        actual = body.promptTokens + body.completionTokens
-        charge = min(actual, body.reservedTokens)
-        if actual > body.reservedTokens:
-            _log.warning("usage_exceeded_reservation", actual=actual, reserved=body.reservedTokens)
-        entry = _entry(body.requestId, body.userId, body.model, body.status)
-        entry.prompt_tokens, entry.completion_tokens = body.promptTokens, body.completionTokens
-        entry.tokens_used, entry.response_time_ms = charge, body.responseTimeMs
-        # Two independent writes, both idempotent (the log entry's _id is the reservation's),
-        # so they run side by side; if either fails the caller's retry completes the other.
-        settled, _ = await asyncio.gather(
-            self._usage.settle(
-                user_id=body.userId,
-                period=body.period,
-                reservation_id=body.reservationId,
-                reserved=body.reservedTokens,
-                charge=charge,
+        marked, outcome = await asyncio.gather(
+            self._markers.add(
+                hold, request_id=body.request_id, model=body.model, started_at=body.started_at
             ),
-            self._write_log(body.reservationId, entry),
+            self._usage.reserve(hold, limit=self._settings.monthly_limit(body.plan)),
+            return_exceptions=True,
         )
-        if not settled:
-            _log.info("settle_repeated_or_expired", reservation_id=body.reservationId)
-        # No read of the month here: the caller knows the figures it needs (one round trip less).
-        return SettleResponse(settled=settled, chargedTokens=charge)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if isinstance(marked, BaseException):
+            # An unmarked reservation would never expire: undo it and fail the call.
+            if isinstance(outcome, Granted):
+                await self._usage.settle(
+                    key=hold.key,
+                    reservation_id=hold.reservation_id,
+                    reserved=outcome.tokens,
+                    charge=0,
+                )
+            raise marked
+        if isinstance(outcome, Refused):
+            await self._markers.remove(hold.reservation_id)
+            await self._refuse(body, outcome)
+        assert isinstance(outcome, Granted)
+        return Reservation(
+            reservation_id=body.reservation_id,
+            reserved_tokens=outcome.tokens,
+            monthly_token_limit=outcome.quota.limit,
+            remaining_tokens=outcome.quota.remaining,
+        )
 
-    async def log_attempt(self, body: AttemptLogRequest) -> None:
-        entry = _entry(body.requestId, body.userId, body.model, body.status)
-        entry.response_time_ms = body.responseTimeMs
-        await self._write_log(uuid.uuid4().hex, entry)
+    def _hold_seconds(self, asked: int) -> int:
+        """A reservation lives at least as long as its gateway may take to settle the chat."""
+        return max(asked, self._settings.reservation_ttl_seconds)
+
+    async def _refuse(self, body: ReservationRequest, refused: Refused) -> None:
+        if refused.barred:
+            raise ConflictError("This reservation was released", code="reservation_void")
+        _log.info("quota_exceeded", user_id=body.user_id, tokens=body.tokens)
+        entry = RequestLogEntry(
+            request_id=body.request_id,
+            user_id=body.user_id,
+            period=body.period,
+            model=body.model,
+            status=RequestStatus.QUOTA_EXCEEDED,
+            created_at=body.started_at,
+        )
+        await self._logs.add(body.reservation_id, entry)
+        raise ForbiddenError(
+            f"Token quota exceeded: this request needs up to {body.tokens} tokens (at least "
+            f"{body.min_tokens} for its prompt) and {max(refused.remaining, 0)} are left "
+            "this month",
+            code="quota_exceeded",
+            fields={
+                "neededTokens": body.tokens,
+                "minimumTokens": body.min_tokens,
+                "remainingTokens": max(refused.remaining, 0),
+            },
+        )
+
+    async def settle(self, settlement: Settlement) -> SettlementResult:
+        """Apply a reservation's outcome to the ledger at most once, and log it."""
+        key = usage_key(settlement.user_id, settlement.period)
+        ledger, _ = await asyncio.gather(
+            self._apply(settlement, key), self._logs.record_outcome(*_log_entry(settlement))
+        )
+        if ledger is not SettlementOutcome.REPEATED:
+            await self._markers.remove(settlement.reservation_id)
+        if ledger is SettlementOutcome.LATE:
+            _log.warning("settled_after_expiry", reservation_id=settlement.reservation_id)
+        charged = 0 if ledger is SettlementOutcome.REPEATED else settlement.charged_tokens
+        return SettlementResult(
+            reservation_id=settlement.reservation_id, outcome=ledger, charged_tokens=charged
+        )
+
+    async def _apply(self, settlement: Settlement, key: str) -> SettlementOutcome:
+        rid, reserved = settlement.reservation_id, settlement.reserved_tokens
+        charge = settlement.charged_tokens
+        for _ in range(3):
+            if await self._usage.settle(
+                key=key, reservation_id=rid, reserved=reserved, charge=charge
+            ):
+                return SettlementOutcome.SETTLED
+            if await self._usage.settle_late(
+                key=key, reservation_id=rid, reserved=reserved, charge=charge
+            ):
+                return SettlementOutcome.LATE
+            if charge:
+                return SettlementOutcome.REPEATED
+            # A release of a reservation that is not open: it was released already, or never
+            # made (its reserve may still arrive): bar its id, unless it opened meanwhile.
+            month = new_usage(
+                key,
+                user_id=settlement.user_id,
+                period=settlement.period,
+                limit=self._settings.monthly_limit(settlement.plan),
+                now=self._clock(),
+            )
+            if await self._usage.void(key=key, reservation_id=rid, month=month):
+                return SettlementOutcome.VOIDED
+        return SettlementOutcome.REPEATED
+
+    async def log_attempt(self, body: AttemptLog, attempt_id: str) -> None:
+        entry = RequestLogEntry(
+            request_id=body.request_id,
+            user_id=body.user_id,
+            period=current_period(body.started_at),
+            model=body.model,
+            status=body.status,
+            response_time_ms=body.response_time_ms,
+            created_at=body.started_at,
+        )
+        await self._logs.add(attempt_id, entry)
 
     async def usage(
         self, *, user_id: str, plan: Plan | None, period: str | None = None
     ) -> UsageResponse:
-        period = period or current_period()
-        record = await self._usage.get(user_id=user_id, period=period)
+        period = period or current_period(self._clock())
+        record = await self._usage.get(usage_key(user_id, period))
         if record is None:
             limit = self._settings.monthly_limit(plan or Plan.FREE)
             record = UsageRecord(
@@ -120,46 +204,53 @@ class Metering:
 
     async def change_plan(self, *, user_id: str, plan: Plan) -> UsageResponse:
         """Apply the plan's quota to this month at once (the difference moves the remainder)."""
-        period = current_period()
+        period = current_period(self._clock())
         limit = self._settings.monthly_limit(plan)
-        await self._usage.set_limit(user_id=user_id, period=period, limit=limit)
+        await self._usage.set_limit(
+            user_id=user_id, period=period, key=usage_key(user_id, period), limit=limit
+        )
         _log.info("monthly_limit_changed", user_id=user_id, plan=plan.value, limit=limit)
         return await self.usage(user_id=user_id, plan=plan, period=period)
 
     async def release_expired(self) -> int:
-        """Release reservations whose gateway never settled them; returns how many."""
+        """Release every reservation past its expiry that was never settled; how many."""
         released = 0
-        for entry in await self._usage.expired_reservations(now=datetime.now(UTC)):
-            if await self._usage.settle(
-                user_id=entry["userId"],
-                period=entry["period"],
-                reservation_id=entry["rid"],
-                reserved=entry["t"],
-                charge=0,
-            ):
-                released += 1
-                await self._write_log(
-                    entry["rid"],
-                    _entry("expired", entry["userId"], "unknown", RequestStatus.EXPIRED),
-                )
+        while True:
+            due = await self._markers.due(self._clock(), limit=_SWEEP_PAGE)
+            released += sum(await asyncio.gather(*(self._release(marker) for marker in due)))
+            if len(due) < _SWEEP_PAGE:
+                break
         if released:
             _log.warning("reservations_released", count=released)
         return released
 
-    async def _write_log(self, attempt_id: str, entry: RequestLogEntry) -> None:
-        if not await self._logs.record(attempt_id, entry):
-            _log.info("request_log_repeated", attempt_id=attempt_id)
+    async def _release(self, marker: Marker) -> int:
+        # The log entry first: if the release then finds the reservation settled meanwhile, the
+        # settlement's own entry has replaced (or kept out) this one.
+        entry = RequestLogEntry(
+            request_id=marker.request_id,
+            user_id=marker.user_id,
+            period=marker.period,
+            model=marker.model,
+            status=RequestStatus.EXPIRED,
+            created_at=marker.started_at,
+        )
+        await self._logs.add(marker.reservation_id, entry)
+        held = await self._usage.expire(key=marker.key, reservation_id=marker.reservation_id)
+        await self._markers.remove(marker.reservation_id)
+        return 1 if held else 0
 
 
-def _entry(request_id: str, user_id: str, model: str, status: RequestStatus) -> RequestLogEntry:
-    return RequestLogEntry(
-        request_id=request_id,
-        user_id=user_id,
-        model=model,
-        prompt_tokens=0,
-        completion_tokens=0,
-        tokens_used=0,
-        response_time_ms=0.0,
-        status=status,
-        created_at=datetime.now(UTC),
+def _log_entry(settlement: Settlement) -> tuple[str, RequestLogEntry]:
+    return settlement.reservation_id, RequestLogEntry(
+        request_id=settlement.request_id,
+        user_id=settlement.user_id,
+        period=settlement.period,
+        model=settlement.model,
+        prompt_tokens=settlement.prompt_tokens,
+        completion_tokens=settlement.completion_tokens,
+        tokens_used=settlement.charged_tokens,
+        response_time_ms=settlement.response_time_ms,
+        status=settlement.status,
+        created_at=settlement.started_at,
     )

@@ -1,14 +1,15 @@
-"""Calendar months (UTC) as quota periods."""
+"""Calendar months (UTC) as quota periods, and the ledger's key for one user's month."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from infergate_common.billing import period_of
+
 
 def current_period(now: datetime | None = None) -> str:
     """The quota period containing `now`: "YYYY-MM" in UTC."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment.year:04d}-{moment.month:02d}"
+    return period_of(now or datetime.now(UTC))
 
 
 def usage_key(user_id: str, period: str) -> str:

@@ -1,79 +1,17 @@
-"""Request and response bodies of the usage-service's internal API, and its documents."""
+"""usage-service's own bodies and records (the reservation and settlement contract it shares with
+the gateway is `infergate_common.billing`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
-from typing import Annotated
 
-from infergate_common.validation import Plan, RequestId, UserId
-from pydantic import BaseModel, ConfigDict, Field, Strict
-
-Model = Annotated[str, Field(min_length=1, max_length=200)]
-Period = Annotated[str, Field(pattern=r"^\d{4}-\d{2}$")]
-ReservationId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
-# Strict: a count is a JSON integer, never a string, a float or a boolean that lax mode coerces.
-Millis = Annotated[float, Strict(), Field(ge=0, le=86_400_000)]
-TokenCount = Annotated[int, Strict(), Field(ge=0, le=10_000_000)]
-ReservedTokens = Annotated[int, Strict(), Field(ge=1, le=10_000_000)]
-
-
-class RequestStatus(StrEnum):
-    SUCCESS = "SUCCESS"
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
-    RATE_LIMITED = "RATE_LIMITED"
-    TIMEOUT = "TIMEOUT"
-    UPSTREAM_ERROR = "UPSTREAM_ERROR"
-    EXPIRED = "EXPIRED"
-    CANCELLED = "CANCELLED"
+from infergate_common.billing import RequestStatus
+from infergate_common.validation import Plan
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ReserveRequest(StrictBody):
-    requestId: RequestId
-    userId: UserId
-    plan: Plan
-    tokens: ReservedTokens
-    model: Model
-
-
-class ReserveResponse(BaseModel):
-    reservationId: str
-    period: str
-    reservedTokens: int
-    monthlyTokenLimit: int
-    remainingTokens: int
-
-
-class SettleRequest(StrictBody):
-    reservationId: ReservationId
-    requestId: RequestId
-    userId: UserId
-    period: Period
-    reservedTokens: ReservedTokens
-    promptTokens: TokenCount = 0
-    completionTokens: TokenCount = 0
-    status: RequestStatus
-    model: Model
-    responseTimeMs: Millis
-
-
-class SettleResponse(BaseModel):
-    settled: bool  # False: already settled (a retry) or already released
-    chargedTokens: int
-
-
-class AttemptLogRequest(StrictBody):
-    """A chat attempt that never reached a reservation (rate limited)."""
-
-    requestId: RequestId
-    userId: UserId
-    status: RequestStatus
-    model: Model
-    responseTimeMs: Millis
 
 
 class UsageResponse(BaseModel):
@@ -95,11 +33,15 @@ class RequestHistoryItem(BaseModel):
     requestId: str
     model: str
     status: RequestStatus
+    period: str | None = Field(
+        default=None,
+        description="The billing month (UTC) the chat belongs to (none before it was logged).",
+    )
     promptTokens: int
     completionTokens: int
     tokensUsed: int
     responseTimeMs: float
-    createdAt: datetime
+    createdAt: datetime = Field(description="When the chat started.")
 
 
 class RequestHistory(BaseModel):
@@ -121,10 +63,11 @@ class UsageRecord(BaseModel):
 class RequestLogEntry(BaseModel):
     request_id: str
     user_id: str
+    period: str
     model: str
-    prompt_tokens: int
-    completion_tokens: int
-    tokens_used: int
-    response_time_ms: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens_used: int = 0
+    response_time_ms: float = 0.0
     status: RequestStatus
     created_at: datetime

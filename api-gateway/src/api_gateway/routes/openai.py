@@ -58,13 +58,13 @@ async def chat_completions(
         seed=body.seed,
         stop=body.stop_list(),
     )
-    reservation = await admit(request, turn=turn, call=call, limiter=limiter)
+    admitted = await admit(request, turn=turn, call=call, limiter=limiter)
     ids = CompletionIds(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model)
     if body.stream:
-        events = await first_event(turn.stream(call, reservation))
+        events = await first_event(turn.stream(admitted))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return event_stream(completion_chunks(ids, events, include_usage=include_usage))
-    finished = await turn.complete(call, reservation)
+    finished = await turn.complete(admitted)
     record_tokens(request.scope, finished.tokens)
     return completion(ids, finished)
 

@@ -15,6 +15,7 @@ from api_gateway.deps import (
     CurrentUser,
     LimiterDep,
     SettingsDep,
+    SettlerDep,
     UsageClientDep,
 )
 from api_gateway.rate_limit_headers import record_tokens
@@ -82,11 +83,11 @@ async def chat(
     call = turn.model_call(
         [{"role": "user", "content": body.prompt}], model=catalog.resolve(body.model)
     )
-    reservation = await admit(request, turn=turn, call=call, limiter=limiter)
+    admitted = await admit(request, turn=turn, call=call, limiter=limiter)
     if body.stream:
-        events = await first_event(turn.stream(call, reservation))
+        events = await first_event(turn.stream(admitted))
         return event_stream(infergate_events(events))
-    finished = await turn.complete(call, reservation)
+    finished = await turn.complete(admitted)
     record_tokens(request.scope, finished.tokens)
     return ChatResponse(output=finished.generation.output, tokensUsed=finished.charged)
 
@@ -98,8 +99,11 @@ async def usage(
     usage: UsageClientDep,
     limiter: LimiterDep,
     settings: SettingsDep,
+    settler: SettlerDep,
 ) -> UsageSummary:
-    """This calendar month's (UTC) token usage and quota."""
+    """This calendar month's (UTC) token usage and quota (your chats answered by now
+    included)."""
+    await settler.applied_for(user.userId, timeout_s=settings.usage_timeout)
     monthly = await usage.monthly(user)
     record_usage(request, monthly)
     await show_window(request, limiter, settings, user)

@@ -12,9 +12,11 @@ from infergate_devstack.processes import ProcessSpec
 
 
 def redis_spec(*, program: Path, port: int, data_dir: Path, log_path: Path) -> ProcessSpec:
-    """An ephemeral Redis: no RDB snapshots, no AOF (rate-limit windows need no durability)."""
+    """Redis keeping what it acknowledges in an append-only file (fsync every second) in
+    `data_dir`: the settlement outbox must survive a restart. No RDB snapshots."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [str(program), "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+    argv = [str(program), "--port", str(port), "--bind", HOST, "--save", ""]
+    argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"]
     argv += ["--dir", str(data_dir)]
     return ProcessSpec(
         name="redis",

@@ -12,7 +12,7 @@ from pathlib import Path
 from infergate_devstack.components.datastores import mongo_uri
 from infergate_devstack.ports import HOST
 from infergate_devstack.probes import http_ok
-from infergate_devstack.processes import ProcessSpec
+from infergate_devstack.processes import STOP_TIMEOUT_S, ProcessSpec
 
 # component name -> (python package, SERVICE_NAME)
 SERVICES: Mapping[str, tuple[str, str]] = {
@@ -21,6 +21,12 @@ SERVICES: Mapping[str, tuple[str, str]] = {
     "ai": ("ai_service", "ai-service"),
     "gateway": ("api_gateway", "api-gateway"),
 }
+
+
+# A stopping gateway lets its chats in flight finish and settle (up to its chat deadline, 140 s
+# with the default timeouts), ai-service its model calls (OLLAMA_TIMEOUT + 10 s). Only a process
+# that hangs waits this long: the others exit as soon as their last request is answered.
+_STOP_TIMEOUT_S = {"gateway": 160.0, "ai": 140.0, "auth": 40.0, "usage": 40.0}
 
 
 @dataclass(frozen=True)
@@ -90,4 +96,5 @@ def service_spec(
         log_path=log_path,
         ready=functools.partial(http_ok, f"http://{HOST}:{port}/healthz"),
         ready_timeout_s=ready_timeout_s,
+        stop_timeout_s=_STOP_TIMEOUT_S.get(component, STOP_TIMEOUT_S),
     )

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from infergate_common.billing import (
+    AttemptLog,
+    Reservation,
+    ReservationRequest,
+    Settlement,
+    SettlementBatch,
+    SettlementResult,
+    SettlementResults,
+)
 from infergate_common.errors import error_responses
 from infergate_common.validation import Plan, UserId
 
 from usage_service.deps import MeteringDep, RequestLogsDep
 from usage_service.history import history_page
 from usage_service.schemas import (
-    AttemptLogRequest,
     PlanChangeRequest,
     RequestHistory,
-    ReserveRequest,
-    ReserveResponse,
-    SettleRequest,
-    SettleResponse,
     UsageResponse,
 )
 
@@ -27,24 +33,33 @@ router = APIRouter(prefix="/usage", tags=["usage"])
 @router.post(
     "/reserve",
     status_code=status.HTTP_201_CREATED,
-    response_model=ReserveResponse,
-    responses=error_responses(403),
+    response_model=Reservation,
+    response_model_by_alias=True,
+    responses=error_responses(403, 409),
 )
-async def reserve(body: ReserveRequest, metering: MeteringDep) -> ReserveResponse:
-    """Hold tokens before a model call; 403 when this month's quota cannot cover them."""
+async def reserve(body: ReservationRequest, metering: MeteringDep) -> Reservation:
+    """Hold tokens before a model call (idempotent by reservation id); 403 when this month's
+    quota cannot cover even the request's minimum."""
     return await metering.reserve(body)
 
 
-@router.post("/settle", response_model=SettleResponse)
-async def settle(body: SettleRequest, metering: MeteringDep) -> SettleResponse:
-    """Charge the actual tokens of a reservation (idempotent) and log the attempt."""
+@router.post("/settle", response_model=SettlementResult, response_model_by_alias=True)
+async def settle(body: Settlement, metering: MeteringDep) -> SettlementResult:
+    """Apply one reservation's outcome: charge it, or release it (at most once, idempotent)."""
     return await metering.settle(body)
 
 
+@router.post("/settlements", response_model=SettlementResults, response_model_by_alias=True)
+async def settle_many(body: SettlementBatch, metering: MeteringDep) -> SettlementResults:
+    """Apply several outcomes at once (each at most once); the result of each, in order."""
+    results = await asyncio.gather(*(metering.settle(s) for s in body.settlements))
+    return SettlementResults(results=list(results))
+
+
 @router.post("/attempts", status_code=status.HTTP_201_CREATED)
-async def log_attempt(body: AttemptLogRequest, metering: MeteringDep) -> dict[str, str]:
+async def log_attempt(body: AttemptLog, metering: MeteringDep) -> dict[str, str]:
     """Log a chat attempt that never reached a reservation (for example rate limited)."""
-    await metering.log_attempt(body)
+    await metering.log_attempt(body, uuid.uuid4().hex)
     return {"message": "Logged"}
 
 

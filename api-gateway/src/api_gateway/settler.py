@@ -1,0 +1,161 @@
+"""Delivering settlements to usage-service, off the user's wait.
+
+A recorded settlement (in the Redis outbox) is delivered at once by the gateway that recorded it,
+together with whatever else is waiting (one call per batch, one batch in flight: a busy gateway
+sends fewer, larger batches), and acknowledged in Redis once usage-service has applied it. What
+could not be delivered stays in the outbox, and every gateway claims what is due there each
+`SETTLEMENT_CLAIM_SECONDS`: settlements of a gateway that died, of an outage of usage-service or
+the database, and streams charged in full because their gateway never finished them.
+
+A settlement that could not even be recorded (Redis unreachable too) is kept in this process and
+tried again each claim interval, first into the outbox, else directly; only these are lost if the
+process dies before either works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import Counter
+
+import structlog
+from infergate_common.billing import Settlement
+from infergate_common.errors import AppError
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from api_gateway.clients import UsageClient
+from api_gateway.settlement_outbox import SettlementOutbox
+
+_log = structlog.get_logger("settler")
+_BATCH = 256
+
+
+class Settler:
+    def __init__(
+        self, *, usage: UsageClient, outbox: SettlementOutbox, claim_interval_s: float
+    ) -> None:
+        self._usage = usage
+        self._outbox = outbox
+        self._claim_interval_s = claim_interval_s
+        self._queue: list[Settlement] = []  # recorded, to deliver now
+        self._sender: asyncio.Task[None] | None = None
+        self._unrecorded: dict[str, Settlement] = {}  # not in the outbox: only here
+        self._pending = Counter[str]()  # per user: settlements of this process not yet applied
+        self._settled = asyncio.Event()
+        self._claimer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._claimer = asyncio.create_task(self._claim_forever())
+
+    def dispatch(self, settlement: Settlement) -> None:
+        """Deliver a recorded settlement now, with others that are waiting."""
+        self._pending[settlement.user_id] += 1
+        self._queue.append(settlement)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_batches())
+
+    def keep(self, settlement: Settlement) -> None:
+        """A settlement the outbox could not take: retried from here until it is applied."""
+        _log.error("settlement_not_recorded", reservation_id=settlement.reservation_id)
+        self._unrecorded[settlement.reservation_id] = settlement
+
+    async def deliver(self, settlements: list[Settlement]) -> None:
+        """Apply settlements now (raises the usage client's errors)."""
+        await self._usage.settle_many(settlements)
+
+    async def applied_for(self, user_id: str, *, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) until this process's settlements of the user are applied,
+        so a user's next read of their usage shows their last chat."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self._pending[user_id] > 0:
+                    self._settled.clear()
+                    await self._settled.wait()
+
+    async def close(self, *, timeout_s: float) -> None:
+        """Stop claiming; deliver what is queued and what only this process holds."""
+        if self._claimer is not None:
+            self._claimer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._claimer
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self._sender is not None:
+                    await asyncio.shield(self._sender)
+                for _ in itertools.count():
+                    if not self._unrecorded or await self._retry_unrecorded():
+                        break
+                    await asyncio.sleep(0.2)
+        for settlement in self._unrecorded.values():
+            _log.error("settlement_lost", reservation_id=settlement.reservation_id)
+
+    async def _send_batches(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[:_BATCH]
+                del self._queue[:_BATCH]
+                await self._send(batch)
+        finally:
+            self._sender = None
+
+    async def _send(self, batch: list[Settlement]) -> None:
+        try:
+            await self.deliver(batch)
+            await self._outbox.acknowledge([s.reservation_id for s in batch])
+        except (AppError, RedisError) as exc:
+            # Still in the outbox: claimed again once its lease runs out.
+            _log.warning("settlement_delivery_failed", count=len(batch), error=str(exc))
+        finally:
+            for settlement in batch:
+                self._pending[settlement.user_id] -= 1
+                if self._pending[settlement.user_id] <= 0:
+                    del self._pending[settlement.user_id]
+            self._settled.set()
+
+    async def _claim_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._claim_interval_s)
+            try:
+                await self.claim_once()
+            except Exception:  # noqa: BLE001 - billing must outlive any one failure
+                _log.exception("settlement_claim_failed")
+
+    async def claim_once(self) -> int:
+        """Deliver what is due in the outbox, and what only this process holds; how many."""
+        if self._unrecorded:
+            await self._retry_unrecorded()
+        delivered = 0
+        while True:
+            try:
+                due = await self._outbox.claim(limit=_BATCH)
+            except (RedisError, ValidationError) as exc:
+                _log.warning("settlement_claim_unavailable", error_type=type(exc).__name__)
+                return delivered
+            if not due:
+                return delivered
+            try:
+                await self.deliver(due)
+                await self._outbox.acknowledge([s.reservation_id for s in due])
+            except (AppError, RedisError) as exc:
+                _log.warning("settlement_delivery_failed", count=len(due), error=str(exc))
+                return delivered
+            delivered += len(due)
+            _log.info("settlements_recovered", count=len(due))
+
+    async def _retry_unrecorded(self) -> bool:
+        """Into the outbox if Redis is back, else straight to usage-service; True when none is
+        left."""
+        for rid, settlement in list(self._unrecorded.items()):
+            try:
+                await self._outbox.record(settlement, marked=False)
+            except RedisError:
+                try:
+                    await self.deliver([settlement])
+                except AppError:
+                    continue
+            else:
+                self.dispatch(settlement)
+            del self._unrecorded[rid]
+        return not self._unrecorded
