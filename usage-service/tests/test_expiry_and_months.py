@@ -24,10 +24,10 @@ from usage_calls import (
     settlement_body,
     usage_of,
 )
+from usage_service.expiry import ReservationExpiry
 from usage_service.main import create_app
 from usage_service.metering import Metering
 from usage_service.request_log import RequestLogRepository
-from usage_service.reservation_markers import ReservationMarkers
 from usage_service.sweeper import Sweeper, sweep_once
 from usage_service.usage_repository import UsageRepository
 
@@ -54,7 +54,7 @@ async def database(db_uri: str) -> AsyncIterator[Any]:
 def metering_on(database: Any, clock: Clock, *, ttl_seconds: int = 600) -> Metering:
     return Metering(
         usage=UsageRepository(database["usage"]),
-        markers=ReservationMarkers(database["reservations"]),
+        expiry=ReservationExpiry(database["usage"]),
         logs=RequestLogRepository(database["requestlogs"]),
         settings=settings_for("mongodb://unused", reservation_ttl_seconds=ttl_seconds),
         clock=clock,
@@ -91,7 +91,8 @@ async def test_an_unsettled_reservation_is_released_with_its_real_request_and_mo
     entry = await database["requestlogs"].find_one({"_id": request.reservation_id})
     assert (entry["status"], entry["requestId"], entry["period"]) == ("EXPIRED", "r-1", "2026-06")
     assert entry["createdAt"] == start
-    assert await database["reservations"].count_documents({}) == 0
+    document = await database["usage"].find_one({"userId": request.user_id})
+    assert "holdUntil" not in document  # nothing open: the month leaves the sweeper's index
 
 
 async def test_one_sweep_releases_every_reservation_that_is_due(database: Any) -> None:
@@ -103,6 +104,25 @@ async def test_one_sweep_releases_every_reservation_that_is_due(database: Any) -
     clock.now = start + timedelta(seconds=5)
     assert await metering.release_expired() == 250
     assert await database["usage"].count_documents({"reservedTokens": {"$ne": 0}}) == 0
+
+
+async def test_a_stuck_reservation_is_found_while_newer_ones_keep_coming(database: Any) -> None:
+    """The month's index is its earliest expiry, so later reservations never hide a stuck one."""
+    start = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
+    clock = Clock(start)
+    metering = metering_on(database, clock, ttl_seconds=1)
+    user = new_user()
+    stuck = reservation(user, 100, start, hold=2)
+    await metering.reserve(stuck)
+    for second in range(1, 5):  # newer chats of the same user, each held a minute
+        clock.now = start + timedelta(seconds=second)
+        await metering.reserve(reservation(user, 10, clock.now, hold=60))
+    clock.now = start + timedelta(seconds=5)
+    assert await metering.release_expired() == 1
+    document = await database["usage"].find_one({"userId": user})
+    assert [entry["rid"] for entry in document["expired"]] == [stuck.reservation_id]
+    assert (document["reservedTokens"], len(document["open"])) == (40, 4)
+    assert document["holdUntil"] == start + timedelta(seconds=1 + 60)
 
 
 async def test_a_settlement_after_the_release_still_charges_exactly_once(database: Any) -> None:

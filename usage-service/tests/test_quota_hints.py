@@ -67,6 +67,9 @@ def hold(tokens: int, user: str = "u1", rid: str | None = None) -> Hold:
         tokens=tokens,
         min_tokens=tokens,
         expires_at=datetime.now(UTC) + timedelta(minutes=5),
+        request_id="r-1",
+        model="m",
+        started_at=datetime.now(UTC),
     )
 
 

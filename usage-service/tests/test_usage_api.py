@@ -41,7 +41,6 @@ async def test_settle_charges_the_actual_tokens_and_frees_the_rest(
         ("SUCCESS", 50, current_period())
     ]
     assert "prompt" not in logs[0]
-    assert await db["reservations"].count_documents({}) == 0  # its marker is gone
 
 
 async def test_settling_twice_charges_and_logs_once(client: httpx.AsyncClient, db: Any) -> None:

@@ -1,5 +1,5 @@
 """The shapes of usage-service's MongoDB documents, in one place: the month of usage (with its open
-reservations), the open-reservation markers, and request-log entries."""
+reservations) and request-log entries."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ Document = dict[str, Any]
 # How many ids of each rare kind one month document keeps (see UsageRepository).
 EXPIRED_KEPT = 1000
 VOID_KEPT = 100
+# The earliest expiry among a month's open reservations (absent when none may be open).
+HOLD_UNTIL = "holdUntil"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +28,21 @@ class Hold:
     tokens: int
     min_tokens: int
     expires_at: datetime
+    # For the request log, should it expire unsettled.
+    request_id: str
+    model: str
+    started_at: datetime
 
     def entry(self, tokens: int) -> Document:
         """Its element of the month's `open` list."""
-        return {"rid": self.reservation_id, "t": tokens, "exp": self.expires_at}
+        return {
+            "rid": self.reservation_id,
+            "t": tokens,
+            "exp": self.expires_at,
+            "req": self.request_id,
+            "model": self.model,
+            "at": self.started_at,
+        }
 
 
 def new_usage(key: str, *, user_id: str, period: str, limit: int, now: datetime) -> Document:

@@ -18,9 +18,9 @@ from infergate_common.mongo import (
 )
 
 from usage_service.config import Settings, get_settings
+from usage_service.expiry import ReservationExpiry
 from usage_service.metering import Metering
 from usage_service.request_log import RequestLogRepository
-from usage_service.reservation_markers import ReservationMarkers
 from usage_service.routes.usage import router as usage_router
 from usage_service.sweeper import Sweeper
 from usage_service.usage_repository import UsageRepository
@@ -39,15 +39,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             stack.push_async_callback(client.close)
             usage = UsageRepository(db["usage"])
-            markers = ReservationMarkers(db["reservations"])
+            expiry = ReservationExpiry(db["usage"])
             logs = RequestLogRepository(db["requestlogs"])
             await usage.ensure_indexes()
+            await expiry.ensure_index()
             await logs.ensure_indexes()
             # These run before the client closes: writes still in a batch are finished.
             stack.push_async_callback(logs.drain)
-            stack.push_async_callback(markers.drain)
             stack.push_async_callback(usage.drain)
-            metering = Metering(usage=usage, markers=markers, logs=logs, settings=settings)
+            metering = Metering(usage=usage, expiry=expiry, logs=logs, settings=settings)
             sweeper = Sweeper(metering, interval_s=settings.reservation_sweep_seconds)
             sweeping = asyncio.create_task(sweeper.run())
             stack.push_async_callback(_finish, sweeper, sweeping)

@@ -21,9 +21,9 @@ from infergate_common.validation import Plan
 
 from usage_service.config import Settings
 from usage_service.documents import Hold, new_usage
+from usage_service.expiry import OpenReservation, ReservationExpiry
 from usage_service.periods import current_period, usage_key
 from usage_service.request_log import RequestLogRepository
-from usage_service.reservation_markers import Marker, ReservationMarkers
 from usage_service.schemas import RequestLogEntry, UsageRecord, UsageResponse
 from usage_service.usage_repository import Granted, Refused, UsageRepository
 
@@ -33,6 +33,7 @@ Clock = Callable[[], datetime]
 # one of its start, and a gateway whose clock is far off must not pick another month's quota.
 _CLOCK_SKEW = timedelta(minutes=5)
 _SWEEP_PAGE = 100
+_SWEEP_PAGES = 100  # at most this many pages per pass (10,000 months)
 
 
 class Metering:
@@ -40,13 +41,13 @@ class Metering:
         self,
         *,
         usage: UsageRepository,
-        markers: ReservationMarkers,
+        expiry: ReservationExpiry,
         logs: RequestLogRepository,
         settings: Settings,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
         self._usage = usage
-        self._markers = markers
+        self._expiry = expiry
         self._logs = logs
         self._settings = settings
         self._clock = clock
@@ -64,28 +65,12 @@ class Metering:
             tokens=body.tokens,
             min_tokens=body.min_tokens,
             expires_at=now + timedelta(seconds=self._hold_seconds(body.hold_seconds)),
+            request_id=body.request_id,
+            model=body.model,
+            started_at=body.started_at,
         )
-        marked, outcome = await asyncio.gather(
-            self._markers.add(
-                hold, request_id=body.request_id, model=body.model, started_at=body.started_at
-            ),
-            self._usage.reserve(hold, limit=self._settings.monthly_limit(body.plan)),
-            return_exceptions=True,
-        )
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if isinstance(marked, BaseException):
-            # An unmarked reservation would never expire: undo it and fail the call.
-            if isinstance(outcome, Granted):
-                await self._usage.settle(
-                    key=hold.key,
-                    reservation_id=hold.reservation_id,
-                    reserved=outcome.tokens,
-                    charge=0,
-                )
-            raise marked
+        outcome = await self._usage.reserve(hold, limit=self._settings.monthly_limit(body.plan))
         if isinstance(outcome, Refused):
-            await self._markers.remove(hold.reservation_id)
             await self._refuse(body, outcome)
         assert isinstance(outcome, Granted)
         return Reservation(
@@ -130,8 +115,6 @@ class Metering:
         ledger, _ = await asyncio.gather(
             self._apply(settlement, key), self._logs.record_outcome(*_log_entry(settlement))
         )
-        if ledger is not SettlementOutcome.REPEATED:
-            await self._markers.remove(settlement.reservation_id)
         if ledger is SettlementOutcome.LATE:
             _log.warning("settled_after_expiry", reservation_id=settlement.reservation_id)
         charged = 0 if ledger is SettlementOutcome.REPEATED else settlement.charged_tokens
@@ -215,30 +198,38 @@ class Metering:
     async def release_expired(self) -> int:
         """Release every reservation past its expiry that was never settled; how many."""
         released = 0
-        while True:
-            due = await self._markers.due(self._clock(), limit=_SWEEP_PAGE)
-            released += sum(await asyncio.gather(*(self._release(marker) for marker in due)))
-            if len(due) < _SWEEP_PAGE:
-                break
+        for _ in range(_SWEEP_PAGES):
+            now = self._clock()
+            months = await self._expiry.due_months(now, limit=_SWEEP_PAGE)
+            counts = await asyncio.gather(*(self._release_month(key, now) for key in months))
+            released += sum(count for count, _ in counts)
+            if len(months) < _SWEEP_PAGE or not any(moved for _, moved in counts):
+                break  # all done, or nothing moved (changed meanwhile: the next pass)
         if released:
             _log.warning("reservations_released", count=released)
         return released
 
-    async def _release(self, marker: Marker) -> int:
+    async def _release_month(self, key: str, now: datetime) -> tuple[int, bool]:
+        """Release the month's expired reservations; (how many, whether its index moved)."""
+        released = 0
+        for reservation in await self._expiry.open_in(key):
+            if reservation.expires_at < now:
+                released += await self._release(reservation)
+        return released, await self._expiry.rehold(key)
+
+    async def _release(self, reservation: OpenReservation) -> int:
         # The log entry first: if the release then finds the reservation settled meanwhile, the
         # settlement's own entry has replaced (or kept out) this one.
         entry = RequestLogEntry(
-            request_id=marker.request_id,
-            user_id=marker.user_id,
-            period=marker.period,
-            model=marker.model,
+            request_id=reservation.request_id,
+            user_id=reservation.user_id,
+            period=reservation.period,
+            model=reservation.model,
             status=RequestStatus.EXPIRED,
-            created_at=marker.started_at,
+            created_at=reservation.started_at,
         )
-        await self._logs.add(marker.reservation_id, entry)
-        held = await self._usage.expire(key=marker.key, reservation_id=marker.reservation_id)
-        await self._markers.remove(marker.reservation_id)
-        return 1 if held else 0
+        await self._logs.add(reservation.reservation_id, entry)
+        return 1 if await self._expiry.expire(reservation) else 0
 
 
 def _log_entry(settlement: Settlement) -> tuple[str, RequestLogEntry]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from infergate_common.billing import RequestStatus
-from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING, InsertOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from usage_service.documents import Document, log_fields
@@ -52,16 +52,14 @@ class RequestLogRepository:
 
     async def record_outcome(self, attempt_id: str, entry: RequestLogEntry) -> bool:
         """Log how a reservation was settled: replaces the sweeper's EXPIRED entry if it wrote
-        one first, and never an earlier outcome (False then). One upsert, whichever comes first:
-        an existing entry that is not EXPIRED makes its insert fail (duplicate _id)."""
-        return await self._writes.write(
-            UpdateOne(
-                {"_id": attempt_id, "status": RequestStatus.EXPIRED.value},
-                {"$set": log_fields(entry)},
-                upsert=True,
-            ),
-            refused=_REPEATED,
+        one first, and never an earlier outcome (False then). An insert (an upsert costs half as
+        much again on SecantusDB); only when the entry exists, a conditional update."""
+        if await self.add(attempt_id, entry):
+            return True
+        result = await self._logs.update_one(
+            {"_id": attempt_id, "status": RequestStatus.EXPIRED.value}, {"$set": log_fields(entry)}
         )
+        return result.modified_count == 1
 
     async def drain(self) -> None:
         """Wait for entries still being written."""

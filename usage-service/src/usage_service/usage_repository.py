@@ -23,7 +23,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from usage_service.documents import (
-    EXPIRED_KEPT,
+    HOLD_UNTIL,
     VOID_KEPT,
     Document,
     Hold,
@@ -61,9 +61,9 @@ class UsageRepository:
         self._writes = GroupCommit(usage)
 
     async def ensure_indexes(self) -> None:
-        # Reserving and settling find the document by `_id`, so this collection needs no other
-        # index; SecantusDB rewrites every index entry on each update (dropping three halved the
-        # CPU of both updates). Expired reservations are found through their markers instead.
+        # Reserving and settling find the document by `_id`; SecantusDB rewrites every index
+        # entry on each update (dropping three indexes halved the CPU of both updates), so the
+        # only other index is the sweeper's small sparse one (see expiry).
         existing = set(await self._usage.index_information())
         for name in ("quota_check", "open_reservation", "open_reservation_expiry"):
             if name in existing:  # created by earlier versions
@@ -163,7 +163,7 @@ class UsageRepository:
             hold.key, user_id=hold.user_id, period=hold.period, limit=limit, now=datetime.now(UTC)
         )
         document.update(reservedTokens=tokens, remainingTokens=limit - tokens)
-        document["open"] = [hold.entry(tokens)]
+        document.update(open=[hold.entry(tokens)], **{HOLD_UNTIL: hold.expires_at})
         try:
             await self._usage.insert_one(document)
         except DuplicateKeyError:
@@ -231,32 +231,6 @@ class UsageRepository:
             return False
         return True
 
-    async def expire(self, *, key: str, reservation_id: str) -> int:
-        """Release an open reservation unsettled (kept in `expired`); the tokens it held, or 0
-        when it was not open."""
-        document = await self._usage.find_one({"_id": key, "open.rid": reservation_id}, {"open": 1})
-        held = next(
-            (e["t"] for e in (document or {}).get("open", []) if e["rid"] == reservation_id), 0
-        )
-        if not held:
-            return 0
-        result = await self._usage.update_one(
-            {"_id": key, "open": {"$elemMatch": {"rid": reservation_id, "t": held}}},
-            {
-                "$inc": {"reservedTokens": -held, "remainingTokens": held},
-                "$pull": {"open": {"rid": reservation_id}},
-                "$push": {
-                    "expired": {
-                        "$each": [{"rid": reservation_id, "t": held}],
-                        "$slice": -EXPIRED_KEPT,
-                    }
-                },
-                "$set": {"updatedAt": datetime.now(UTC)},
-            },
-        )
-        self._hints.forget(key)
-        return held if result.modified_count == 1 else 0
-
     async def drain(self) -> None:
         """Wait for reservations and settlements still being written."""
         await self._writes.drain()
@@ -317,4 +291,6 @@ def _reservation(hold: Hold, tokens: int, now: datetime) -> Document:
         "$inc": {"remainingTokens": -tokens, "reservedTokens": tokens},
         "$push": {"open": hold.entry(tokens)},
         "$set": {"updatedAt": now},
+        # The sweeper's index: the earliest expiry among the open reservations (see expiry).
+        "$min": {HOLD_UNTIL: hold.expires_at},
     }
