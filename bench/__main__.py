@@ -1,5 +1,6 @@
 """`python -m bench [--users N] [--duration S] [--warmup S] [--concurrency 1,8,32,64] ...`
-`python -m bench soak [--minutes 5] [--concurrency 32] ...`"""
+`python -m bench soak [--minutes 5] [--concurrency 32] ...`
+`python -m bench edge [--users 200]`: a normal client's chats with and without abusive hosts"""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.edge import edge_table, run_edge
 from bench.plot import plot
 from bench.report import RESULTS_DIR, table, targets_text, write_results
 from bench.run import SCENARIOS, Options, run_benchmark
@@ -28,7 +30,7 @@ def _names(text: str) -> list[str]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("mode", nargs="?", choices=("run", "soak"), default="run")
+    parser.add_argument("mode", nargs="?", choices=("run", "soak", "edge"), default="run")
     parser.add_argument("--users", type=int, default=2000, help="users registered (2000)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per point (20)")
     parser.add_argument("--warmup", type=float, help="seconds before each point (5; soak 30)")
@@ -71,6 +73,10 @@ def main(argv: list[str]) -> int:
         results = run_soak(options, minutes=args.minutes)
         text = soak_table(results)
         label = args.label or "soak-latest"
+    elif args.mode == "edge":
+        results = run_edge(options)
+        text = edge_table(results)
+        label = args.label or "edge-latest"
     else:
         results = run_benchmark(options)
         text = f"{table(results)}\n\n{targets_text(results)}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from infergate_devstack.nginx import UNLIMITED_EDGE
 from infergate_devstack.ports import Ports
 from infergate_devstack.stack import Stack, StackConfig
 
@@ -26,9 +27,11 @@ REGISTER_ATTEMPTS = 3
 def bench_env(log_level: str) -> dict[str, str]:
     """Limits far above what the load reaches, so the gateway's own path is measured."""
     return {
+        **UNLIMITED_EDGE,
         "FREE_RATE_LIMIT": "100000000",
         "FREE_MONTHLY_TOKENS": "2000000000",
         "REGISTRATION_RATE_LIMIT": "100000000",
+        "AUTH_FAILURE_RATE_LIMIT": "100000000",
         "LOG_LEVEL": log_level,
     }
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from infergate_devstack.ports import Ports
-from infergate_devstack.stack import Stack, StackConfig
+from infergate_devstack.nginx import UNLIMITED_EDGE
+from infergate_devstack.stack import Stack
 
-from tests.helpers import ADMIN_TOKEN, register
+from tests.helpers import ADMIN_TOKEN, local_stack, register
 
 if TYPE_CHECKING:
     from tests.fake_ollama_fixtures import FakeOllamaControl, FakeOllamaProcess
@@ -24,6 +24,10 @@ pytest_plugins = ["tests.fake_ollama_fixtures"]
 
 # Small per-chat reservations make quota tests reach the limit in a few calls.
 BASE_ENV = {
+    # Every test calls from 127.0.0.1: the edge's and the failed-authentication limits have
+    # their own tests (test_edge_limits.py).
+    **UNLIMITED_EDGE,
+    "AUTH_FAILURE_RATE_LIMIT": "100000",
     "MAX_OUTPUT_TOKENS": "100",
     "PROMPT_TOKEN_OVERHEAD": "16",
     "FREE_MONTHLY_TOKENS": "1000",
@@ -34,10 +38,7 @@ BASE_ENV = {
 
 
 def _start(tmp: Path, fake: FakeOllamaProcess, env: dict[str, str]) -> Stack:
-    config = StackConfig(
-        data_dir=tmp, ports=Ports.free(), ollama_url=fake.url, env={**BASE_ENV, **env}
-    )
-    return Stack(config)
+    return local_stack(tmp, fake.url, {**BASE_ENV, **env})
 
 
 @pytest.fixture(scope="session")

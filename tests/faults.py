@@ -191,12 +191,12 @@ async def user_ids(base_url: str, keys: list[str]) -> dict[str, str]:
 
 
 async def audit(
-    *, base_url: str, mongo_uri: str, redis_port: int, ledger: Ledger, settle_s: float = 60.0
+    *, base_url: str, mongo_uri: str, redis_url: str, ledger: Ledger, settle_s: float = 60.0
 ) -> None:
     """Once every settlement is applied and no reservation is open, each user's charge in the
     ledger is what their clients were told, plus at most the bounds of unknown outcomes."""
     ids = await user_ids(base_url, list(ledger.owed))
-    outbox = redis.Redis(port=redis_port)
+    outbox = redis.Redis.from_url(redis_url)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
     usage = client["infergate-usage"]["usage"]
     try:

@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 from infergate_common.billing import RequestStatus, ReservationRequest, Settlement
 from infergate_common.validation import Plan
+from infergate_devstack.ports import Ports
+from infergate_devstack.stack import Stack, StackConfig
 
 # The stacks' ADMIN_TOKEN (the admin API is called on a gateway directly, never through nginx).
 ADMIN_TOKEN = "integration-admin-token-0123456789"
+
+
+def local_stack(
+    data_dir: Path, llm_url: str, env: Mapping[str, str], *, gateway_replicas: int = 1
+) -> Stack:
+    """A whole local stack on free loopback ports, with the test LLM (start it with `with`)."""
+    config = StackConfig(
+        data_dir=data_dir,
+        ports=Ports.free(),
+        ollama_url=llm_url,
+        env=dict(env),
+        gateway_replicas=gateway_replicas,
+    )
+    return Stack(config)
 
 
 async def register(client: httpx.AsyncClient) -> str:

@@ -91,7 +91,7 @@ def test_only_nginx_publishes_a_port() -> None:
     publishing = {name for name, service in SERVICES.items() if service.get("ports")}
 
     assert publishing == {"nginx"}
-    assert SERVICES["nginx"]["ports"] == ["8080:80"]
+    assert SERVICES["nginx"]["ports"] == ["8080:80", "8443:443"]
 
 
 def test_every_image_is_pinned_to_a_tag() -> None:

@@ -13,18 +13,19 @@ from typing import Any
 
 import httpx
 import pytest
-from infergate_devstack.ports import Ports
-from infergate_devstack.stack import Stack, StackConfig
+from infergate_devstack.nginx import UNLIMITED_EDGE
+from infergate_devstack.stack import Stack
 from pymongo import AsyncMongoClient
 
 from tests.fake_ollama_fixtures import FakeOllamaControl, FakeOllamaProcess
 from tests.faults import LOAD_PROMPT, Ledger, Load, audit, read_stream, user_ids, wait_until
-from tests.helpers import register
+from tests.helpers import local_stack, register
 
 pytestmark = pytest.mark.faults
 
 OVERHEAD, MAX_OUTPUT = 16, 100
 FAULT_ENV = {
+    **UNLIMITED_EDGE,
     "FREE_RATE_LIMIT": "100000",
     "REGISTRATION_RATE_LIMIT": "100000",
     "FREE_MONTHLY_TOKENS": "1000000",
@@ -49,14 +50,7 @@ def bound(prompt: str) -> int:
 def start_stack(
     tmp: pytest.TempPathFactory, llm: FakeOllamaProcess, name: str, **env: str
 ) -> Stack:
-    config = StackConfig(
-        data_dir=tmp.mktemp(name),
-        ports=Ports.free(),
-        ollama_url=llm.url,
-        env={**FAULT_ENV, **env},
-        gateway_replicas=2,
-    )
-    return Stack(config)
+    return local_stack(tmp.mktemp(name), llm.url, {**FAULT_ENV, **env}, gateway_replicas=2)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +59,23 @@ def fault_stack(
 ) -> Iterator[Stack]:
     with start_stack(tmp_path_factory, fake_ollama, "faults") as stack:
         yield stack
+
+
+def restore(stack: Stack) -> None:
+    """Whatever a test stopped, froze or killed runs again (a failed test leaves no harm)."""
+    for name in stack.process_names():
+        process = stack.process(name)
+        process.resume()
+        if not process.running():
+            stack.start(name)
+
+
+@pytest.fixture(autouse=True)
+def _restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    for name in ("fault_stack", "drain_stack", "closed_stack"):
+        if name in request.fixturenames:
+            restore(request.getfixturevalue(name))
 
 
 @pytest.fixture
@@ -105,7 +116,7 @@ async def checked(stack: Stack, ledger: Ledger, load: Load | None = None) -> Non
     await audit(
         base_url=stack.public_url,
         mongo_uri=stack.mongo_uri,
-        redis_port=stack.redis_port,
+        redis_url=stack.redis_url,
         ledger=ledger,
     )
 
@@ -432,13 +443,8 @@ async def test_sigterm_during_a_20_s_stream_lets_it_finish_and_bills_it(
 def closed_stack(
     tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllamaProcess
 ) -> Iterator[Stack]:
-    config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("closed"),
-        ports=Ports.free(),
-        ollama_url=fake_ollama.url,
-        env={"RATE_LIMIT_FAILURE_MODE": "closed", "REGISTRATION_RATE_LIMIT": "1000"},
-    )
-    with Stack(config) as stack:
+    env = {**UNLIMITED_EDGE, "RATE_LIMIT_FAILURE_MODE": "closed", "REGISTRATION_RATE_LIMIT": "1000"}
+    with local_stack(tmp_path_factory.mktemp("closed"), fake_ollama.url, env) as stack:
         yield stack
 
 

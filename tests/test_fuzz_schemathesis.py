@@ -46,20 +46,6 @@ CHECKS: list[CheckFunction] = [
 ]
 
 
-def no_server_error_but_a_missing_model(
-    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: Case
-) -> bool | None:
-    """`not_a_server_error`, except for the ai-service's documented 503 `model_not_found`: a
-    model the LLM server does not have is its operator's problem, not the caller's (the gateway's
-    allow-list answers 404 for names it does not offer, so such names never reach the ai-service).
-    """
-    if response.status_code == 503 and response.json().get("code") == "model_not_found":
-        return None
-    return schemathesis.checks.not_a_server_error(ctx, response, case)
-
-
-AI_CHECKS: list[CheckFunction] = [no_server_error_but_a_missing_model, *CHECKS[1:]]
-
 SETTINGS = hypothesis.settings(
     max_examples=MAX_EXAMPLES,
     phases=[Phase.explicit, Phase.generate],
@@ -168,7 +154,7 @@ def test_an_internal_service_conforms_to_its_openapi(
     stack: Stack, service: str, default_llm: FakeOllamaControl
 ) -> None:
     url = stack.service_url(service)
-    checks = AI_CHECKS if service == "ai" else CHECKS
+    checks = CHECKS
 
     def call(case: Case) -> None:
         headers = {"x-internal-token": stack.internal_token}

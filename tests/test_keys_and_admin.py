@@ -15,11 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from infergate_devstack.ports import Ports
-from infergate_devstack.stack import Stack, StackConfig
+import redis.asyncio as redis
+from infergate_devstack.nginx import UNLIMITED_EDGE
+from infergate_devstack.stack import Stack
 
 from tests.fake_ollama_fixtures import FakeOllamaControl, FakeOllamaProcess
-from tests.helpers import ADMIN_TOKEN, chat, register
+from tests.helpers import ADMIN_TOKEN, chat, local_stack, register
 
 AS_ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 # Long on purpose: a change must reach the other replica at once, not when its cache expires.
@@ -37,19 +38,16 @@ def replicated_stack(
         "PRO_RATE_LIMIT": "50",
         "RATE_LIMIT_WINDOW": "60",
         "REGISTRATION_RATE_LIMIT": "10000",
+        # Revoked keys keep being tried from one address here: not an attack to refuse.
+        "AUTH_FAILURE_RATE_LIMIT": "100000",
         "FREE_MONTHLY_TOKENS": "1000",
         "PRO_MONTHLY_TOKENS": "50000",
         "MAX_OUTPUT_TOKENS": "100",
         "PROMPT_TOKEN_OVERHEAD": "16",
     }
-    config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("replicas"),
-        ports=Ports.free(),
-        ollama_url=fake_ollama.url,
-        env=env,
-        gateway_replicas=2,
-    )
-    with Stack(config) as stack:
+    data_dir = tmp_path_factory.mktemp("replicas")
+    env = {**UNLIMITED_EDGE, **env}
+    with local_stack(data_dir, fake_ollama.url, env, gateway_replicas=2) as stack:
         yield stack
 
 
@@ -178,6 +176,85 @@ async def test_no_request_started_after_a_revocation_succeeds_under_load(
     late = [status for started, status in results if started > revoked_at]
     assert len(late) > 20
     assert set(late) == {401}
+
+
+async def wait_refused(gateway: httpx.AsyncClient, key: str, *, timeout_s: float) -> float:
+    """Seconds until the gateway refuses the key (fails after `timeout_s`)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if await usage_status(gateway, key) == 401:
+            return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the key was still accepted after {timeout_s} s")
+
+
+async def test_a_revocation_no_gateway_announced_still_reaches_every_replica(
+    replicated_stack: Stack, public: httpx.AsyncClient, replicas: tuple[httpx.AsyncClient, ...]
+) -> None:
+    """The gateway that made the change died before announcing it: auth-service's own record of
+    the change reaches both replicas, long before their caches (KEY_CACHE_SECONDS) expire."""
+    key = await register(public)
+    for gateway in replicas:
+        assert await usage_status(gateway, key) == 200  # cached on both
+    internal = {"x-internal-token": replicated_stack.internal_token}
+    async with httpx.AsyncClient(base_url=replicated_stack.service_url("auth")) as auth:
+        revoked = await auth.post("/auth/keys/revoke", json={"apiKey": key}, headers=internal)
+    assert revoked.status_code == 200  # changed in auth-service, announced by nobody
+    for gateway in replicas:
+        took = await wait_refused(gateway, key, timeout_s=KEY_CACHE_SECONDS / 4)
+        print(f"unannounced revocation refused after {took:.2f} s")
+
+
+async def test_redis_coming_back_with_an_older_version_does_not_revive_a_revoked_key(
+    replicated_stack: Stack, public: httpx.AsyncClient, replicas: tuple[httpx.AsyncClient, ...]
+) -> None:
+    """Redis loses the revocation's version (an older snapshot), again and again: the other
+    replica, which had the key cached, refuses it once it has read auth-service's record of the
+    change (each KEY_CHANGES_SECONDS), and never accepts it again."""
+    first, second = replicas
+    key = await register(public)
+    user = (await second.get("/test", headers={"x-api-key": key})).json()["user"]["userId"]
+    assert (await first.delete("/v1/keys/current", headers={"x-api-key": key})).status_code == 200
+    store = redis.Redis.from_url(replicated_stack.redis_url)
+    statuses = []
+    try:
+        for _ in range(40):  # 4 s: several of the replica's reads of auth-service's changes
+            await store.set(f"keyver:{user}", 0)  # the version from before the change
+            statuses.append(await usage_status(second, key))
+            await asyncio.sleep(0.1)
+    finally:
+        await store.aclose()
+    refused_from = statuses.index(401)
+    assert refused_from <= 15  # within about one read of the changes (1 s here)
+    assert set(statuses[refused_from:]) == {401}
+
+
+async def test_a_repeated_registration_with_one_idempotency_key_gets_the_same_key(
+    public: httpx.AsyncClient,
+) -> None:
+    body = {"email": f"idem-{uuid.uuid4().hex}@example.com"}
+    again = {"idempotency-key": uuid.uuid4().hex}
+    first = await public.post("/v1/register", json=body, headers=again)
+    repeat = await public.post("/v1/register", json=body, headers=again)
+    assert (first.status_code, repeat.status_code) == (201, 201)
+    assert first.json()["apiKey"] == repeat.json()["apiKey"]
+    assert (await public.post("/v1/register", json=body)).status_code == 409
+    assert await usage_status(public, first.json()["apiKey"]) == 200
+
+
+async def test_an_operator_gives_a_revoked_user_a_new_key_that_every_replica_accepts(
+    public: httpx.AsyncClient, replicas: tuple[httpx.AsyncClient, ...]
+) -> None:
+    first, second = replicas
+    email, key = await register_email(public)
+    assert (await first.delete("/v1/keys/current", headers={"x-api-key": key})).status_code == 200
+    user_id = await user_id_of(first, email)
+    issued = await first.post(f"/admin/users/{user_id}/key", headers=AS_ADMIN)
+    assert issued.status_code == 200, issued.text
+    new = issued.json()["apiKey"]
+    for gateway in replicas:
+        assert await usage_status(gateway, new) == 200
+        assert await usage_status(gateway, key) == 401
 
 
 # -- plans --------------------------------------------------------------------------------------

@@ -22,6 +22,12 @@ async def test_health_endpoints_answer_through_nginx(api: httpx.AsyncClient) -> 
     assert (await api.get("/healthz")).json() == {"status": "ok"}
     ready = await api.get("/readyz")
     assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {}}  # publicly: nothing named
+
+
+async def test_readiness_details_are_on_the_gateways_own_port_only(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.service_url("gateway"), timeout=10) as gateway:
+        ready = await gateway.get("/readyz")
     assert ready.json()["checks"] == {"redis": "ok", "auth": "ok", "usage": "ok", "ai": "ok"}
 
 
@@ -139,7 +145,7 @@ async def test_a_failed_model_call_charges_nothing(
     await llm.configure(fail_status=None, models=["other:latest"])
     missing_model = await chat(api, api_key)
     assert failed.status_code == 503
-    assert missing_model.status_code == 503
+    assert missing_model.status_code == 404  # the request's model, not the LLM, is at fault
     assert missing_model.json()["code"] == "model_not_found"
     assert (await usage(api, api_key))["usedTokens"] == 0
 

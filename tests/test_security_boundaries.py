@@ -137,7 +137,7 @@ async def test_concurrent_registrations_from_one_address_stop_at_the_limit(
         async with httpx.AsyncClient(base_url=strict_stack.public_url, transport=other) as c2:
             elsewhere = await c2.post("/v1/register", json={"email": f"x-{uuid.uuid4()}@a.io"})
     statuses = sorted(r.status_code for r in responses)
-    assert statuses == [201] * 5 + [429] * 15
+    assert statuses == [201] * 5 + [429] * 15, [r.text for r in responses if r.status_code != 201]
     assert all(int(r.headers["retry-after"]) > 0 for r in responses if r.status_code == 429)
     assert elsewhere.status_code == 201  # per address, not global
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(strict_stack.mongo_uri)

@@ -44,15 +44,19 @@ async def mongo_dump(uri: str) -> str:
         await client.close()
 
 
-async def redis_dump(port: int) -> str:
-    """Every key of the rate limiter's Redis and, for sorted sets, every member."""
-    client = redis.Redis(port=port, socket_timeout=5)
+async def redis_dump(url: str) -> str:
+    """Every key of the gateway's Redis and, for sorted sets and hashes (the settlement outbox),
+    every member and value."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
     try:
         parts = []
         async for key in client.scan_iter(count=1000):
             parts.append(repr(key))
-            if await client.type(key) == b"zset":
+            kind = await client.type(key)
+            if kind == b"zset":
                 parts += [repr(member) for member in await client.zrange(key, 0, -1)]
+            elif kind == b"hash":
+                parts += [repr(item) for item in (await client.hgetall(key)).items()]
         return "\n".join(parts)
     finally:
         await client.aclose()
@@ -65,7 +69,7 @@ async def test_api_keys_are_stored_nowhere_in_plaintext(
     for key in keys:
         assert (await chat(api, key, "store nothing")).status_code == 200
         assert (await api.get("/v1/usage", headers={"x-api-key": key})).status_code == 200
-    stored = await mongo_dump(stack.mongo_uri) + "\n" + await redis_dump(stack.redis_port)
+    stored = await mongo_dump(stack.mongo_uri) + "\n" + await redis_dump(stack.redis_url)
     for key in keys:
         assert hashlib.sha256(key.encode()).hexdigest() in stored  # the scan saw the users
         assert [part for part in fragments(key) if part in stored] == []

@@ -11,7 +11,12 @@ import ollama
 import pytest
 from ai_service.llm import LlmClient
 from ai_service.schemas import GenerateRequest
-from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnavailableError
+from infergate_common.errors import (
+    AppError,
+    NotFoundError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from ollama_replies import chat_body
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -68,7 +73,7 @@ def raise_(exc: Exception) -> Handler:
     [
         (
             lambda _: httpx.Response(404, json={"error": "model 'llama3' not found"}),
-            UpstreamUnavailableError,
+            NotFoundError,
             "model_not_found",
         ),
         (

@@ -166,7 +166,7 @@ async def test_an_error_status_keeps_its_meaning(
         await control.configure(models=["llama3:latest"], fail_status=500)
         with pytest.raises(AppError) as failing:
             await llm.stream(request(stream=True))
-    assert (missing.value.status_code, missing.value.error_code) == (503, "model_not_found")
+    assert (missing.value.status_code, missing.value.error_code) == (404, "model_not_found")
     assert (failing.value.status_code, failing.value.error_code) == (503, "llm_error")
 
 

@@ -16,7 +16,8 @@ from pydantic import SecretStr
 
 TOKEN = "unit-test-internal-token-0123456789"
 USER_ID = "a" * 24
-VALID_KEY = "sk_valid"
+VALID_KEY = "sk_" + "V" * 43  # the exact form of a key: anything else is refused unasked
+OTHER_KEY = "sk_" + "O" * 43  # well formed, unknown to auth-service
 
 Reply = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
@@ -101,7 +102,13 @@ class Downstream:
             )
         if (service, path) == ("auth", "/auth/register"):
             return httpx.Response(
-                201, json={"message": "ok", "userId": USER_ID, "apiKey": "sk_new", "plan": "FREE"}
+                201,
+                json={
+                    "message": "ok",
+                    "userId": USER_ID,
+                    "apiKey": "sk_" + "N" * 43,
+                    "plan": "FREE",
+                },
             )
         if (service, path) == ("usage", "/usage/reserve"):
             return httpx.Response(
@@ -155,3 +162,36 @@ def gateway_settings(redis_port: int, **overrides: Any) -> Settings:
         "log_format": "json",
     }
     return Settings(**{**values, **overrides})
+
+
+ADMIN = "unit-test-admin-token-0123456789"
+AS_ADMIN = {"authorization": f"Bearer {ADMIN}"}
+USER = {
+    "userId": USER_ID,
+    "email": "ada@example.com",
+    "plan": "FREE",
+    "keyPrefix": "sk_abcdefg",
+    "createdAt": "2026-01-02T03:04:05Z",
+    "version": 0,
+}
+MONTH = {
+    "userId": USER_ID,
+    "period": "2026-11",
+    "usedTokens": 1200,
+    "reservedTokens": 300,
+    "monthlyTokenLimit": 50000,
+    "remainingTokens": 48500,
+}
+
+
+def reply(status: int, body: Any) -> Callable[[httpx.Request], httpx.Response]:
+    return lambda _: httpx.Response(status, json=body)
+
+
+def settings_for(redis_port: int, **overrides: Any) -> Settings:
+    limits: dict[str, Any] = {
+        "free_rate_limit": 3,
+        "pro_rate_limit": 7,
+        "admin_token": SecretStr(ADMIN),
+    }
+    return gateway_settings(redis_port, **{**limits, **overrides})

@@ -13,7 +13,7 @@ import redis.asyncio as redis
 from api_gateway.config import Settings
 from api_gateway.main import create_app
 from fastapi import FastAPI
-from gateway_downstream import TOKEN, USER_ID, VALID_KEY, Downstream
+from gateway_downstream import OTHER_KEY, TOKEN, USER_ID, VALID_KEY, Downstream
 from gateway_downstream import gateway_settings as stand_in_settings
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -167,7 +167,7 @@ async def test_an_unreachable_internal_service_is_503_never_401_or_500(
 
 async def test_missing_and_unknown_keys_are_401(gateway: httpx.AsyncClient) -> None:
     missing = await gateway.post("/v1/chat", json={"prompt": "x"})
-    unknown = await gateway.post("/v1/chat", json={"prompt": "x"}, headers={"x-api-key": "sk_no"})
+    unknown = await gateway.post("/v1/chat", json={"prompt": "x"}, headers={"x-api-key": OTHER_KEY})
     assert (missing.status_code, missing.json()["message"]) == (401, "API key missing")
     assert (unknown.status_code, unknown.json()["message"]) == (401, "Invalid API key")
 

@@ -46,3 +46,35 @@ async def test_unreachable_redis_fails_closed_with_503() -> None:
     limiter = SlidingWindowLimiter(redis.Redis(port=9, socket_connect_timeout=0.2), fail_open=False)
     with pytest.raises(UpstreamUnavailableError):
         await limiter.hit("t:x", limit=1, window_s=60)
+
+
+async def test_after_a_lowered_limit_nothing_is_negative_and_retry_waits_for_enough_room(
+    limiter: SlidingWindowLimiter,
+) -> None:
+    """A plan downgrade (100 -> 3 a window) with 6 requests already in the window: the next one
+    is allowed only once 4 have left it, not when the oldest does."""
+    key = f"t:{uuid.uuid4().hex}"
+    for _ in range(3):
+        assert (await limiter.hit(key, limit=100, window_s=2)).allowed
+    await asyncio.sleep(0.5)
+    for _ in range(3):
+        assert (await limiter.hit(key, limit=100, window_s=2)).allowed
+    refused = await limiter.hit(key, limit=3, window_s=2)
+    assert not refused.allowed
+    assert refused.remaining == 0
+    assert refused.reset_ms > 1200  # the 4th oldest (0.5 s younger) leaves ~1.5 s from now
+    peeked = await limiter.peek(key, limit=3, window_s=2)
+    assert peeked is not None
+    assert peeked.remaining == 0
+
+
+async def test_a_refunded_request_gives_its_place_back(limiter: SlidingWindowLimiter) -> None:
+    key = f"t:{uuid.uuid4().hex}"
+    counted = await limiter.hit(key, limit=2, window_s=60)
+    refunded = await limiter.refund(key, counted)
+    assert refunded.remaining == counted.remaining + 1
+    assert [(await limiter.hit(key, limit=2, window_s=60)).allowed for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]

@@ -4,34 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
 
 import httpx
 import pytest
-from auth_service.config import Settings
-from auth_service.main import create_app
-from fastapi import FastAPI
-from infergate_devstack.components.datastores import mongo_uri
-from pydantic import SecretStr
+from auth_calls import HEADERS
 from pymongo import AsyncMongoClient
-
-TOKEN = "unit-test-internal-token-0123456789"
-HEADERS = {"x-internal-token": TOKEN}
-AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@pytest.fixture
-async def db_uri(mongo_port: int) -> str:
-    return mongo_uri(mongo_port, f"auth-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture
-async def client(app_client: AppClient, db_uri: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(internal_token=SecretStr(TOKEN), mongo_uri=db_uri, log_format="json")
-    async with app_client(create_app(settings)) as c:
-        yield c
 
 
 async def register(client: httpx.AsyncClient, email: str) -> httpx.Response:

@@ -5,7 +5,9 @@ import socket
 from pathlib import Path
 
 import pymongo
+import pymongo.errors
 import pytest
+import redis
 from infergate_devstack.config import StackConfig
 from infergate_devstack.ports import PortInUseError, Ports
 from infergate_devstack.probes import redis_ping
@@ -21,7 +23,7 @@ def _datastores(tmp_path: Path, ports: Ports | None = None) -> Stack:
 def test_redis_and_mongo_answer_and_leave_nothing_running(tmp_path: Path) -> None:
     with _datastores(tmp_path) as stack:
         assert stack.process_names() == ["redis", "mongo"]
-        assert redis_ping(stack.redis_port)
+        assert redis.Redis.from_url(stack.redis_url).ping()
         client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(stack.mongo_uri)
         with client:
             assert client.admin.command("ping")["ok"] == 1.0
@@ -29,6 +31,24 @@ def test_redis_and_mongo_answer_and_leave_nothing_running(tmp_path: Path) -> Non
 
     assert all(pgid is not None and group_members(pgid) == [] for pgid in groups)
     assert (tmp_path / "logs" / "redis.log").read_text()
+
+
+def test_neither_store_answers_without_credentials(tmp_path: Path) -> None:
+    with _datastores(tmp_path) as stack:
+        assert not redis_ping(stack.redis_port)  # NOAUTH: the default user is off
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=stack.redis_port, username="gateway", password="wrong").ping()
+        anonymous = f"mongodb://127.0.0.1:{stack.mongo_port}/?directConnection=true"
+        with (
+            pymongo.MongoClient[dict[str, object]](anonymous) as client,
+            pytest.raises(pymongo.errors.OperationFailure),
+        ):
+            client["infergate-usage"]["usage"].find_one()
+        with pymongo.MongoClient[dict[str, object]](stack.service_mongo_uri("auth")) as client:
+            client["infergate-auth"]["users"].insert_one({"probe": 1})
+            with pytest.raises(pymongo.errors.OperationFailure):  # not its database
+                client["infergate-usage"]["usage"].find_one()
+    assert (tmp_path / "secrets.json").stat().st_mode & 0o077 == 0  # owner only
 
 
 def test_mongo_keeps_its_data_across_a_restart(tmp_path: Path) -> None:

@@ -8,9 +8,17 @@ import httpx
 import pytest
 from infergate_devstack.config import StackConfig, find_repo_root
 from infergate_devstack.install import require_program
-from infergate_devstack.nginx import NginxLayout, check_config, write_local_config
+from infergate_devstack.nginx import (
+    LIMITS_TEMPLATE,
+    Listeners,
+    NginxLayout,
+    check_config,
+    render_limits,
+    write_local_config,
+)
 from infergate_devstack.ports import Ports
 from infergate_devstack.stack import Stack
+from infergate_devstack.tls import ensure_certificate
 
 NGINX_DIR = find_repo_root() / "nginx"
 
@@ -19,25 +27,48 @@ def test_the_local_config_passes_nginx_t(tmp_path: Path) -> None:
     layout = NginxLayout(
         prefix=tmp_path / "nginx", logs_dir=tmp_path / "logs", snippets_dir=NGINX_DIR
     )
-    conf = write_local_config(layout, listen_port=18080, gateway_ports=[14000, 14001])
+    tls = ensure_certificate(tmp_path / "tls")
+    listeners = Listeners(http_port=18080, tls_port=18443, certificate=tls.certificate, key=tls.key)
+    conf = write_local_config(
+        layout, listeners=listeners, gateway_ports=[14000, 14001], settings={}
+    )
 
     check_config(require_program("nginx"), conf=conf, prefix=layout.prefix)
 
     text = conf.read_text()
     assert "listen 127.0.0.1:18080;" in text
+    assert "listen 127.0.0.1:18443 ssl http2;" in text
     assert text.count("max_fails=") == 2
     assert str(NGINX_DIR / "infergate-routes.conf") in text
+    limits = layout.limits.read_text()
+    assert "rate=50r/s" in limits
+    assert "limit_conn infergate_per_client 100;" in limits
+
+
+def test_the_limits_come_from_the_nginx_variables_and_refuse_nonsense() -> None:
+    template = (NGINX_DIR / LIMITS_TEMPLATE).read_text()
+    rendered = render_limits(template, {"NGINX_REQUESTS_PER_SECOND": "7"})
+    assert "rate=7r/s" in rendered
+    assert "burst=100 " in rendered
+    with pytest.raises(ValueError, match="NGINX_REQUEST_BURST"):
+        render_limits(template, {"NGINX_REQUEST_BURST": "0"})
 
 
 def test_the_compose_config_passes_nginx_t(tmp_path: Path) -> None:
-    """The compose file with `gateway` pointed at loopback (no Docker DNS here)."""
+    """The compose file with `gateway` pointed at loopback (no Docker DNS here), its limits
+    rendered as the image's template step does, and a certificate where it mounts one."""
     for source in NGINX_DIR.glob("*.conf"):
         shutil.copy(source, tmp_path / source.name)
+    template = (NGINX_DIR / LIMITS_TEMPLATE).read_text()
+    (tmp_path / "infergate-limits.conf").write_text(render_limits(template, {}))
+    tls = ensure_certificate(tmp_path / "certs")
     conf = tmp_path / "nginx.conf"
     text = conf.read_text()
-    assert "include infergate-http.conf;" in text
-    assert "include infergate-routes.conf;" in text
-    conf.write_text(text.replace("server gateway:4000", "server 127.0.0.1:4000"))
+    for include in ("http", "limits", "tls", "routes"):
+        assert f"include infergate-{include}.conf;" in text
+    text = text.replace("server gateway:4000", "server 127.0.0.1:4000")
+    text = text.replace("/etc/nginx/certs/server.pem", str(tls.certificate))
+    conf.write_text(text.replace("/etc/nginx/certs/server.key", str(tls.key)))
 
     check_config(
         require_program("nginx"), conf=conf, prefix=tmp_path, extra=f"pid {tmp_path}/nginx.pid;"

@@ -174,6 +174,7 @@ async def test_history_items_hold_no_prompt_and_a_full_last_page_has_no_cursor(
         {"before": "not-a-cursor"},
         {"before": "bm9wZQ"},
         {"before": encode_cursor(datetime.now(UTC), "x") + "$"},
+        {"before": "OTk5OTk5OTk5OTk5OTk5OmFiYw"},  # a time past year 9999
     ],
 )
 async def test_history_rejects_invalid_queries_with_400(

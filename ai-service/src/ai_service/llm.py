@@ -15,7 +15,12 @@ import ollama
 import pydantic
 import structlog
 from infergate_common.aiohttp_transport import AiohttpTransport
-from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnavailableError
+from infergate_common.errors import (
+    AppError,
+    NotFoundError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from infergate_common.request_context import REQUEST_ID_HEADER, current_request_id
 
 from ai_service.schemas import GenerateRequest, GenerateResponse
@@ -191,7 +196,9 @@ def translate_llm_error(exc: Exception, *, model: str) -> AppError:
     if isinstance(exc, ollama.ResponseError):
         _log.warning("llm_error", model=model, status=exc.status_code)
         if exc.status_code == 404:
-            return UpstreamUnavailableError(
+            # The request's fault (a model the server lacks), not the LLM's: a 404 for that
+            # request, which never counts against the model's circuit breaker.
+            return NotFoundError(
                 f"Model '{model}' is not available on the LLM server", code="model_not_found"
             )
         return UpstreamUnavailableError("The LLM server returned an error", code="llm_error")

@@ -37,7 +37,9 @@ async def show_window(
 ) -> None:
     """Record the window's state for the headers without counting this request."""
     key, limit, window = user_window(user, settings)
-    record_requests(request.scope, await limiter.peek(key, limit=limit, window_s=window))
+    decision = await limiter.peek(key, limit=limit, window_s=window)
+    if decision is not None:
+        record_requests(request.scope, decision)
 
 
 def record_usage(request: Request, usage: MonthlyUsage | None) -> None:

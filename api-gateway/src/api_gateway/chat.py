@@ -22,7 +22,7 @@ from infergate_common.billing import RequestStatus, Reservation, ReservationRequ
 from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnavailableError
 
 from api_gateway.billing import Billing
-from api_gateway.circuit_breaker import CircuitBreaker
+from api_gateway.circuit_breaker import CircuitBreaker, CircuitBreakers
 from api_gateway.clients import AiClient, UsageClient
 from api_gateway.config import Settings
 from api_gateway.rate_limit_headers import TokenBudget
@@ -71,9 +71,9 @@ class ChatTurn:
     usage: UsageClient
     ai: AiClient
     billing: Billing
+    breakers: CircuitBreakers  # one per model
     user: VerifiedUser
     request_id: str
-    breaker: CircuitBreaker
     started: float  # perf_counter, for the response time
     started_at: datetime  # wall clock: the chat's month, and its time in the request log
 
@@ -120,7 +120,8 @@ class ChatTurn:
         """Hold the worst case, or what is left if it covers the prompt's bound and some output
         (the output is then capped to fit); 403 when not even that is left. An open circuit
         refuses first (503), so nothing is reserved for a failing model."""
-        self.breaker.before_call()
+        breaker = self.breakers.for_model(call.model)
+        breaker.before_call()
         request = ReservationRequest(
             reservation_id=uuid.uuid4().hex,
             request_id=self.request_id,
@@ -135,26 +136,27 @@ class ChatTurn:
         try:
             reservation = await self.billing.reserve(request)
         except BaseException:
-            self.breaker.record_abandoned()
+            breaker.record_abandoned()
             raise
         output_cap = reservation.reserved_tokens - call.prompt_bound()
         return Admitted(call.model_copy(update={"max_tokens": output_cap}), reservation)
 
     async def complete(self, admitted: Admitted) -> Finished:
         call, reservation = admitted.call, admitted.reservation
+        breaker = self.breakers.for_model(call.model)
         try:
             generation = await self.ai.generate(call)
         except AppError as exc:
-            self._judge(exc)
+            _judge(breaker, exc)
             await self.billing.settle_shielded(
                 self._settlement(admitted, _status(exc)), required=False
             )
             raise
         except BaseException:  # cancelled: release in the background, and go
-            self.breaker.record_abandoned()
+            breaker.record_abandoned()
             self.billing.settle_later(self._settlement(admitted, RequestStatus.CANCELLED))
             raise
-        self.breaker.record_success()
+        breaker.record_success()
         # A missing output count with output: the cap stands in for it (never billed as 0).
         output_bound = call.max_tokens if generation.output else 0
         billed = self._settlement(
@@ -195,7 +197,7 @@ class ChatTurn:
         except AppError as exc:
             ending = exc
         finally:
-            self._judge_stream(ending)
+            _judge(self.breakers.for_model(call.model), ending)
             settlement = await self.billing.settle_shielded(
                 self._stream_settlement(admitted, ending, sent),
                 instead_of=in_full if marked else None,
@@ -251,20 +253,16 @@ class ChatTurn:
         returned = reservation.reserved_tokens - settlement.charged_tokens
         return TokenBudget(reservation.monthly_token_limit, reservation.remaining_tokens + returned)
 
-    def _judge(self, error: AppError | None) -> None:
-        """Tell the breaker how the model call ended (4xx and cancellations do not count)."""
-        if error is None:
-            self.breaker.record_success()
-        elif error.status_code >= 500:
-            self.breaker.record_failure()
-        else:
-            self.breaker.record_abandoned()
 
-    def _judge_stream(self, ending: Generation | AppError | None) -> None:
-        if ending is None:
-            self.breaker.record_abandoned()
-        else:
-            self._judge(ending if isinstance(ending, AppError) else None)
+def _judge(breaker: CircuitBreaker, ending: Generation | AppError | None) -> None:
+    """Tell the model's breaker how its call ended: a 5xx or timeout counts against it; an
+    answer for it; a 4xx (a model the server lacks) or a caller who left, neither."""
+    if isinstance(ending, Generation):
+        breaker.record_success()
+    elif isinstance(ending, AppError) and ending.status_code >= 500:
+        breaker.record_failure()
+    else:
+        breaker.record_abandoned()
 
 
 def _known(count: int | None, otherwise: int) -> int:

@@ -1,4 +1,5 @@
-"""A circuit breaker on the LLM path: stop sending work to a model that keeps failing.
+"""Circuit breakers on the LLM path, one per model: stop sending work to a model that keeps
+failing, without refusing the others.
 
 Closed: calls pass; a run of `threshold` consecutive failures (5xx or timeouts) opens it. Open:
 calls are refused at once (503 with Retry-After) until `cooldown_s` has passed. Half-open: one
@@ -77,3 +78,19 @@ class CircuitBreaker:
     def _move(self, state: CircuitState) -> None:
         _log.warning("circuit_state_changed", previous=self.state.value, state=state.value)
         self.state = state
+
+
+class CircuitBreakers:
+    """One breaker per model (the allow-list bounds how many), made on first use."""
+
+    def __init__(self, *, threshold: int, cooldown_s: float) -> None:
+        self._threshold = threshold
+        self._cooldown_s = cooldown_s
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    def for_model(self, model: str) -> CircuitBreaker:
+        breaker = self._breakers.get(model)
+        if breaker is None:
+            breaker = CircuitBreaker(threshold=self._threshold, cooldown_s=self._cooldown_s)
+            self._breakers[model] = breaker
+        return breaker

@@ -25,6 +25,7 @@ from api_gateway.admin_schemas import AdminUser, MonthOfUsage, RequestHistory
 from api_gateway.key_cache import CachedKey
 from api_gateway.schemas import (
     Generation,
+    IssuedKey,
     ModelCall,
     MonthlyUsage,
     RotatedKey,
@@ -35,8 +36,9 @@ from api_gateway.schemas import (
 class AuthClient(InternalServiceClient):
     service = "auth-service"
 
-    async def register(self, email: str) -> tuple[str, Plan]:
-        body = await self.call("POST", "/auth/register", json={"email": email})
+    async def register(self, email: str, *, idempotency_key: str | None) -> tuple[str, Plan]:
+        payload = {"email": email, **_idempotent(idempotency_key)}
+        body = await self.call("POST", "/auth/register", json=payload)
         return str(body["apiKey"]), Plan(body["plan"])
 
     async def verify(self, api_key: str) -> CachedKey:
@@ -44,10 +46,23 @@ class AuthClient(InternalServiceClient):
         body = await self.call("POST", "/auth/verify", json={"apiKey": api_key})
         return CachedKey(VerifiedUser.model_validate(body), int(body["version"]))
 
-    async def rotate(self, api_key: str) -> tuple[UserChange, RotatedKey]:
+    async def rotate(
+        self, api_key: str, *, idempotency_key: str | None
+    ) -> tuple[UserChange, RotatedKey]:
         """Replace the key; the change (user id, new version) and the new key."""
-        body = await self.call("POST", "/auth/keys/rotate", json={"apiKey": api_key})
+        payload = {"apiKey": api_key, **_idempotent(idempotency_key)}
+        body = await self.call("POST", "/auth/keys/rotate", json=payload)
         return _change(body), RotatedKey(apiKey=body["apiKey"], plan=body["plan"])
+
+    async def issue_key(self, user_id: str) -> tuple[UserChange, IssuedKey]:
+        """A new key for the user, whatever their current one (an operator's re-issue)."""
+        body = await self.call("POST", f"/auth/users/{user_id}/key")
+        return _change(body), IssuedKey(userId=user_id, apiKey=body["apiKey"], plan=body["plan"])
+
+    async def changes(self, *, since_ms: int) -> tuple[list[UserChange], int]:
+        """Key and plan changes stamped since `since_ms`, and where to continue from."""
+        body = await self.call("GET", "/auth/changes", params={"since": str(since_ms)})
+        return [_change(c) for c in body["changes"]], int(body["until"])
 
     async def revoke(self, api_key: str) -> UserChange:
         """Revoke the key; the change (user id, new version)."""
@@ -75,6 +90,10 @@ class UserChange:
 
 def _change(body: dict[str, Any]) -> UserChange:
     return UserChange(str(body["userId"]), int(body["version"]))
+
+
+def _idempotent(idempotency_key: str | None) -> dict[str, str]:
+    return {} if idempotency_key is None else {"idempotencyKey": idempotency_key}
 
 
 class UsageClient(InternalServiceClient):

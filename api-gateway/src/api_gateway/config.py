@@ -19,6 +19,9 @@ class Settings(ServiceSettings):
     ai_service_url: str = "http://127.0.0.1:4003"
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
+    # Redis' ACL user and password (empty: none).
+    redis_username: str = ""
+    redis_password: SecretStr = SecretStr("")
     redis_timeout: PositiveFloat = 0.5
     # Per-call timeouts: auth and usage are quick lookups; the model may take minutes.
     auth_timeout: PositiveFloat = 3.0
@@ -30,6 +33,13 @@ class Settings(ServiceSettings):
     rate_limit_failure_mode: Literal["open", "closed"] = "open"
     registration_rate_limit: PositiveInt = 5
     registration_rate_window: PositiveInt = 3600
+    # Failed authentications (unknown or malformed keys) per client network (an IPv4 address, an
+    # IPv6 /64) per window; over it, 429 before auth-service is asked again.
+    auth_failure_rate_limit: PositiveInt = 60
+    auth_failure_rate_window: PositiveInt = 60
+    # How often each gateway reads auth-service's stamped key and plan changes (the durable path
+    # by which a revocation reaches it even if the gateway that made it died before announcing).
+    key_changes_seconds: PositiveFloat = 1.0
     model: str = "llama3"
     # Comma-separated models a request may choose (empty: only MODEL).
     models: str = ""

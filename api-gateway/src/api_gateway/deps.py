@@ -1,65 +1,71 @@
-"""Typed dependencies of the gateway's routes: settings, clients, limiter and the caller."""
+"""Typed dependencies of the gateway's routes: the long-lived objects and the caller."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, cast
 
 import structlog
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from infergate_common.errors import UnauthorizedError
+from infergate_common.validation import IdempotencyKey
 
-from api_gateway.billing import Billing
 from api_gateway.chat import ChatTurn
-from api_gateway.circuit_breaker import CircuitBreaker
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings
-from api_gateway.key_cache import VerifiedKeyCache
-from api_gateway.key_versions import KeyVersions
+from api_gateway.key_lifecycle import KeyLifecycle
 from api_gateway.models import ModelCatalog
 from api_gateway.rate_limit import SlidingWindowLimiter
+from api_gateway.resources import Resources
 from api_gateway.schemas import VerifiedUser
 from api_gateway.settler import Settler
 
-_log = structlog.get_logger("auth")
 _api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="Your API key")
 _bearer = HTTPBearer(auto_error=False, description="Your API key, as OpenAI SDKs send it")
+
+
+def resources_of(request: Request) -> Resources:
+    return cast(Resources, request.state.resources)
+
+
+async def get_resources(request: Request) -> Resources:
+    return resources_of(request)
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
 async def get_settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
-async def get_auth_client(request: Request) -> AuthClient:
-    return cast(AuthClient, request.state.auth_client)
+async def get_auth_client(resources: ResourcesDep) -> AuthClient:
+    return resources.auth
 
 
-async def get_usage_client(request: Request) -> UsageClient:
-    return cast(UsageClient, request.state.usage_client)
+async def get_usage_client(resources: ResourcesDep) -> UsageClient:
+    return resources.usage
 
 
-async def get_ai_client(request: Request) -> AiClient:
-    return cast(AiClient, request.state.ai_client)
+async def get_ai_client(resources: ResourcesDep) -> AiClient:
+    return resources.ai
 
 
-async def get_settler(request: Request) -> Settler:
-    return cast(Settler, request.state.settler)
+async def get_limiter(resources: ResourcesDep) -> SlidingWindowLimiter:
+    return resources.limiter
 
 
-async def get_limiter(request: Request) -> SlidingWindowLimiter:
-    return cast(SlidingWindowLimiter, request.state.limiter)
+async def get_catalog(resources: ResourcesDep) -> ModelCatalog:
+    return resources.catalog
 
 
-async def get_catalog(request: Request) -> ModelCatalog:
-    return cast(ModelCatalog, request.state.catalog)
+async def get_keys(resources: ResourcesDep) -> KeyLifecycle:
+    return resources.keys
 
 
-async def get_key_cache(request: Request) -> VerifiedKeyCache:
-    return cast(VerifiedKeyCache, request.state.key_cache)
-
-
-async def get_key_versions(request: Request) -> KeyVersions:
-    return cast(KeyVersions, request.state.key_versions)
+async def get_settler(resources: ResourcesDep) -> Settler:
+    return resources.settler
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -68,44 +74,62 @@ UsageClientDep = Annotated[UsageClient, Depends(get_usage_client)]
 AiClientDep = Annotated[AiClient, Depends(get_ai_client)]
 LimiterDep = Annotated[SlidingWindowLimiter, Depends(get_limiter)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
-KeyCacheDep = Annotated[VerifiedKeyCache, Depends(get_key_cache)]
-KeyVersionsDep = Annotated[KeyVersions, Depends(get_key_versions)]
+KeysDep = Annotated[KeyLifecycle, Depends(get_keys)]
 SettlerDep = Annotated[Settler, Depends(get_settler)]
 
 
 async def presented_api_key(
+    request: Request,
     api_key: Annotated[str | None, Security(_api_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> str:
-    """The key the caller sent in `x-api-key` or `Authorization: Bearer` (401 when none)."""
-    api_key = api_key or (bearer.credentials if bearer else None)
-    if not api_key:
-        raise UnauthorizedError("API key missing", code="api_key_missing")
-    return api_key
+    """The key the caller sent in `x-api-key` or `Authorization: Bearer` (401 when none),
+    exactly as sent: the parsed forms above trim Unicode spaces (`K\xa0` would become `K`), so
+    the value is read from the raw header, and only HTTP's own spaces and tabs are trimmed."""
+    if api_key is not None:
+        return api_key.strip(" \t")
+    if bearer is not None:
+        _, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if credentials.strip(" \t"):
+            return credentials.strip(" \t")
+    raise UnauthorizedError("API key missing", code="api_key_missing")
 
 
 PresentedKey = Annotated[str, Depends(presented_api_key)]
 
 
-async def authenticate(request: Request, api_key: PresentedKey) -> VerifiedUser:
-    """The caller's user (401 when the key is missing or unknown).
+def client_network(request: Request) -> str:
+    """Where the caller comes from, as limits count it: nginx's X-Real-IP (the gateway is only
+    reachable behind it), an IPv6 address by its /64 (one host usually holds a whole /64)."""
+    forwarded = request.headers.get("x-real-ip")
+    address = (
+        forwarded.strip()[:64] if forwarded else (request.client.host if request.client else "")
+    )
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
-    A cached verification is used while the user's version in Redis is not newer (one GET);
-    otherwise auth-service verifies the key, and the version it saw is announced. (The clients
-    are read from the request state directly: on the hot path each sub-dependency costs.)"""
-    state = request.state
-    cache = cast(VerifiedKeyCache, state.key_cache)
-    versions = cast(KeyVersions, state.key_versions)
-    auth = cast(AuthClient, state.auth_client)
-    cached = cache.get(api_key)
-    if cached is None or not await versions.is_current(cached.user.userId, cached.version, api_key):
-        started = cache.now()
-        cached = await auth.verify(api_key)
-        if await versions.may_cache(cached.user.userId, cached.version, api_key):
-            cache.put(api_key, cached, verified_at=started)
-        # else: a newer change was announced meanwhile, the key is in doubt, or Redis is away.
-    structlog.contextvars.bind_contextvars(user_id=cached.user.userId)
-    return cached.user
+
+async def client_address(request: Request) -> str:
+    return client_network(request)
+
+
+ClientAddressDep = Annotated[str, Depends(client_address)]
+
+
+async def authenticate(request: Request, api_key: PresentedKey) -> VerifiedUser:
+    """The caller's user (401 when the key is missing or unknown, 429 when this network keeps
+    presenting wrong keys). Reads the resources directly: on the hot path each sub-dependency
+    costs."""
+    user = await resources_of(request).keys.verify(api_key, network=client_network(request))
+    structlog.contextvars.bind_contextvars(user_id=user.userId)
+    return user
 
 
 CurrentUser = Annotated[VerifiedUser, Depends(authenticate)]
@@ -113,16 +137,16 @@ CurrentUser = Annotated[VerifiedUser, Depends(authenticate)]
 
 async def new_chat_turn(request: Request, user: CurrentUser) -> ChatTurn:
     """One chat turn of the authenticated caller (shared by /v1/chat and the OpenAI route)."""
-    state = request.state
+    resources = resources_of(request)
     started, started_at = ChatTurn.now()
     return ChatTurn(
-        settings=cast(Settings, request.app.state.settings),
-        usage=cast(UsageClient, state.usage_client),
-        ai=cast(AiClient, state.ai_client),
-        billing=cast(Billing, state.billing),
+        settings=resources.settings,
+        usage=resources.usage,
+        ai=resources.ai,
+        billing=resources.billing,
+        breakers=resources.breakers,
         user=user,
         request_id=cast(str, request.scope["state"]["request_id"]),
-        breaker=cast(CircuitBreaker, state.breaker),
         started=started,
         started_at=started_at,
     )
@@ -131,12 +155,17 @@ async def new_chat_turn(request: Request, user: CurrentUser) -> ChatTurn:
 ChatTurnDep = Annotated[ChatTurn, Depends(new_chat_turn)]
 
 
-async def client_address(request: Request) -> str:
-    """The caller's address: nginx's X-Real-IP (the gateway is reachable only behind it)."""
-    forwarded = request.headers.get("x-real-ip")
-    if forwarded:
-        return forwarded.strip()[:64]
-    return request.client.host if request.client else "unknown"
+async def idempotency_key(
+    idempotency_key: Annotated[
+        IdempotencyKey | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Repeat the request with the same key within 24 hours to get the same "
+            "result (the same API key included) instead of a second change.",
+        ),
+    ] = None,
+) -> str | None:
+    return idempotency_key
 
 
-ClientAddressDep = Annotated[str, Depends(client_address)]
+IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]

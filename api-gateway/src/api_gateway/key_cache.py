@@ -49,6 +49,7 @@ class VerifiedKeyCache:
         self._max = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, CachedKey]] = OrderedDict()
+        self._by_user: dict[str, set[str]] = {}  # user id -> digests of their cached keys
         # digest -> when it was invalidated: verifications that started earlier are not stored.
         self._invalidated: OrderedDict[str, float] = OrderedDict()
 
@@ -68,7 +69,7 @@ class VerifiedKeyCache:
             return None
         expires, cached = entry
         if expires <= self._clock():
-            del self._entries[digest]
+            self._drop(digest)
             return None
         return cached
 
@@ -83,15 +84,16 @@ class VerifiedKeyCache:
         invalidated = self._invalidated.get(digest)
         if invalidated is not None and verified_at <= invalidated:
             return
+        self._drop(digest)
         self._entries[digest] = (expires, cached)
-        self._entries.move_to_end(digest)
+        self._by_user.setdefault(cached.user.userId, set()).add(digest)
         while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))
 
     def invalidate(self, api_key: str) -> None:
         """Forget this key now (after rotating or revoking it)."""
         digest = _digest(api_key)
-        self._entries.pop(digest, None)
+        self._drop(digest)
         if self.ttl <= 0:
             return
         self._invalidated[digest] = self._clock()
@@ -99,11 +101,24 @@ class VerifiedKeyCache:
         while len(self._invalidated) > self._max:
             self._invalidated.popitem(last=False)
 
-    def invalidate_user(self, user_id: str) -> None:
-        """Forget every key of this user (after a plan change, so the new plan applies at once)."""
-        stale = [d for d, (_, cached) in self._entries.items() if cached.user.userId == user_id]
-        for digest in stale:
-            del self._entries[digest]
+    def invalidate_user(self, user_id: str, *, below: int | None = None) -> None:
+        """Forget the user's keys (after a plan change, so the new plan applies at once), or
+        only those verified before version `below` (a change seen in auth-service's feed)."""
+        for digest in list(self._by_user.get(user_id, ())):
+            entry = self._entries.get(digest)
+            if entry is not None and (below is None or entry[1].version < below):
+                self._drop(digest)
+
+    def _drop(self, digest: str) -> None:
+        entry = self._entries.pop(digest, None)
+        if entry is None:
+            return
+        user_id = entry[1].user.userId
+        digests = self._by_user.get(user_id)
+        if digests is not None:
+            digests.discard(digest)
+            if not digests:
+                del self._by_user[user_id]
 
     def _forget_old_invalidations(self, now: float) -> None:
         # Past one TTL an invalidation no longer matters: older verifications have expired.

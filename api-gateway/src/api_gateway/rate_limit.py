@@ -37,10 +37,13 @@ if count < limit then
     count = count + 1
   end
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+-- When more requests are in the window than the limit allows (the limit was lowered, as by a
+-- plan downgrade), the next one is allowed once all but limit - 1 of them have left it.
+local first = math.max(count - limit, 0)
+local oldest = redis.call('ZRANGE', KEYS[1], first, first, 'WITHSCORES')
 local reset = window
 if oldest[2] then reset = tonumber(oldest[2]) + window - now end
-return {allowed, limit - count, reset}
+return {allowed, math.max(limit - count, 0), reset}
 """
 
 
@@ -70,9 +73,14 @@ class SlidingWindowLimiter:
         """Count one request against `key`; refuse it when the window is full."""
         return await self._run(key, limit=limit, window_s=window_s, record=True)
 
-    async def peek(self, key: str, *, limit: int, window_s: int) -> Decision:
-        """The window's state without counting a request (for the headers of other calls)."""
-        return await self._run(key, limit=limit, window_s=window_s, record=False)
+    async def peek(self, key: str, *, limit: int, window_s: int) -> Decision | None:
+        """The window's state without counting a request (for the headers of other calls);
+        None when Redis does not answer: a route that only shows the window never fails for it,
+        whatever RATE_LIMIT_FAILURE_MODE says for the routes it limits."""
+        try:
+            return await self._run(key, limit=limit, window_s=window_s, record=False, quiet=True)
+        except RedisError:
+            return None
 
     async def refund(self, key: str, decision: Decision) -> Decision:
         """Take back a request that was counted but not served (its quota refused it); the
@@ -86,13 +94,17 @@ class SlidingWindowLimiter:
             return decision
         return dataclasses.replace(decision, remaining=decision.remaining + 1, member=None)
 
-    async def _run(self, key: str, *, limit: int, window_s: int, record: bool) -> Decision:
+    async def _run(
+        self, key: str, *, limit: int, window_s: int, record: bool, quiet: bool = False
+    ) -> Decision:
         member = uuid.uuid4().hex
         try:
             allowed, remaining, reset_ms = await self._script(
                 keys=[key], args=[window_s * 1000, limit, member, int(record)]
             )
         except RedisError as exc:
+            if quiet:
+                raise
             self.failures += 1
             if not self._fail_open:
                 _log.error("rate_limiter_unavailable", mode="closed", error_type=type(exc).__name__)

@@ -31,6 +31,13 @@ class RotatedKey(BaseModel):
     plan: Plan
 
 
+class IssuedKey(BaseModel):
+    message: str = "API key issued"
+    userId: str
+    apiKey: str = Field(description="Shown once; the user's previous key no longer works.")
+    plan: Plan
+
+
 class KeyRevoked(BaseModel):
     message: str = "API key revoked"
 
@@ -65,7 +72,10 @@ class ChatResponse(BaseModel):
 class UsageSummary(BaseModel):
     usedTokens: int
     monthlyLimit: int
-    remainingTokens: int
+    remainingTokens: int = Field(
+        description="What new chats can still use: the limit minus the tokens used and those "
+        "held by your chats in progress (as x-ratelimit-remaining-tokens says)."
+    )
     percentageUsed: float
 
 

@@ -22,6 +22,7 @@ from collections import Counter
 import structlog
 from infergate_common.billing import Settlement
 from infergate_common.errors import AppError
+from infergate_common.tasks import cancel_and_wait
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -77,9 +78,7 @@ class Settler:
     async def close(self, *, timeout_s: float) -> None:
         """Stop claiming; deliver what is queued and what only this process holds."""
         if self._claimer is not None:
-            self._claimer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._claimer
+            await cancel_and_wait(self._claimer)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 while self._sender is not None:

@@ -17,8 +17,10 @@ from infergate_common.mongo import (
 )
 
 from auth_service.config import Settings, get_settings
+from auth_service.idempotency import IdempotencyRecords
 from auth_service.repository import UserRepository
 from auth_service.routes.auth import router as auth_router
+from auth_service.routes.changes import router as changes_router
 from auth_service.routes.keys import router as keys_router
 from auth_service.routes.users import router as users_router
 
@@ -36,8 +38,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             stack.push_async_callback(client.close)
             users = UserRepository(db["users"])
+            idempotency = IdempotencyRecords(db["idempotency"])
             await users.ensure_indexes()
-            yield {"users": users, "mongo": client}
+            await idempotency.ensure_indexes()
+            yield {"users": users, "idempotency": idempotency, "mongo": client}
 
     app = create_service_app(
         settings=settings,
@@ -49,6 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(readiness_router())
     guard = [Depends(internal_token_guard(settings.internal_token))]
     errors = {**INTERNAL_AUTH_RESPONSES, **DATABASE_ERROR_RESPONSES}
-    for router in (auth_router, keys_router, users_router):
+    for router in (auth_router, keys_router, users_router, changes_router):
         app.include_router(router, dependencies=guard, responses=errors)
     return app

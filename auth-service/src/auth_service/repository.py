@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,15 +10,29 @@ from bson import ObjectId
 from infergate_common.validation import Plan
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import (
+    AutoReconnect,
+    DuplicateKeyError,
+    NetworkTimeout,
+    ServerSelectionTimeoutError,
+)
 
 from auth_service.schemas import User
 from auth_service.security import IssuedKey, revoked_placeholder
 
 Document = dict[str, Any]
-# Every change of what a key verifies to (rotation, revocation, plan) counts up the user's
-# `version`; gateways compare the version they cached with the latest one they were told of.
+# Every change of what a key verifies to (rotation, revocation, re-issue, plan) counts up the
+# user's `version` and stamps `changedAt`, in the same update as the change: gateways compare the
+# version they cached with the latest they were told of, and follow the changes (`changes_since`)
+# so that no change depends on the gateway that made it announcing it.
 _NEXT_VERSION = {"version": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class UserChangeSeen:
+    user_id: str
+    version: int
+    changed_at: datetime
 
 
 class EmailTakenError(Exception):
@@ -31,11 +46,15 @@ class UserRepository:
     async def ensure_indexes(self) -> None:
         await self._users.create_index([("email", ASCENDING)], unique=True, name="email_unique")
         await self._users.create_index([("keyHash", ASCENDING)], unique=True, name="key_unique")
+        await self._users.create_index([("changedAt", ASCENDING)], sparse=True, name="changed_at")
 
-    async def create(self, *, email: str, key: IssuedKey, plan: Plan) -> User:
+    async def create(
+        self, *, email: str, key: IssuedKey, plan: Plan, user_id: str | None = None
+    ) -> User:
+        """A new user (with `user_id` when an idempotent request chose it)."""
         now = datetime.now(UTC)
         document: Document = {
-            "_id": ObjectId(),
+            "_id": ObjectId(user_id) if user_id else ObjectId(),
             "email": email,
             "keyHash": key.key_hash,
             "keyPrefix": key.display_prefix,
@@ -45,10 +64,27 @@ class UserRepository:
             "updatedAt": now,
         }
         try:
-            await self._users.insert_one(document)
+            await self._insert_once(document)
         except DuplicateKeyError as exc:
             raise EmailTakenError(email) from exc
         return _to_user(document)
+
+    async def _insert_once(self, document: Document) -> None:
+        """Insert, and once more if the connection broke (the first may or may not have been
+        applied: its _id tells). Without it a registration could answer 503 although the user
+        exists, and the next try 409: the key lost."""
+        try:
+            await self._users.insert_one(document)
+        except (ServerSelectionTimeoutError, NetworkTimeout):
+            raise  # the database is away or slow: answer 503 within the gateway's timeout
+        except AutoReconnect:
+            if await self._users.find_one({"_id": document["_id"]}, {"_id": 1}) is None:
+                await self._users.insert_one(document)
+
+    async def holds_key(self, user_id: str, key_hash: str) -> User | None:
+        """The user, if `key_hash` is (still) their key."""
+        document = await self._users.find_one({"_id": ObjectId(user_id), "keyHash": key_hash})
+        return None if document is None else _to_user(document)
 
     async def find_by_key_hash(self, key_hash: str) -> User | None:
         document = await self._users.find_one({"keyHash": key_hash})
@@ -87,19 +123,45 @@ class UserRepository:
 
     async def set_plan(self, *, user_id: str, plan: Plan) -> User | None:
         result = await self._users.update_one(
-            {"_id": ObjectId(user_id)},
-            {"$set": {"plan": plan.value, "updatedAt": datetime.now(UTC)}, "$inc": _NEXT_VERSION},
+            {"_id": ObjectId(user_id)}, _change({"plan": plan.value})
         )
         return await self.find_by_id(user_id) if result.matched_count else None
+
+    async def replace_key(self, *, user_id: str, key: IssuedKey) -> User | None:
+        """Give the user a new key whatever their current one (an operator's re-issue, also
+        after a revocation). None when there is no such user."""
+        changes = {
+            "keyHash": key.key_hash,
+            "keyPrefix": key.display_prefix,
+            "keyIssuedAt": datetime.now(UTC),
+        }
+        result = await self._users.update_one({"_id": ObjectId(user_id)}, _change(changes))
+        return await self.find_by_id(user_id) if result.matched_count else None
+
+    async def changes_since(self, moment: datetime, *, limit: int) -> list[UserChangeSeen]:
+        """Key and plan changes stamped at or after `moment`, oldest first."""
+        cursor = self._users.find(
+            {"changedAt": {"$gte": moment}},
+            {"version": 1, "changedAt": 1},
+            sort=[("changedAt", ASCENDING)],
+            limit=limit,
+        )
+        return [
+            UserChangeSeen(str(d["_id"]), int(d.get("version", 0)), d["changedAt"])
+            async for d in cursor
+        ]
 
     async def _update_by_key(self, current_hash: str, changes: Document) -> User | None:
         # update_one, not find_one_and_update (SecantusDB scans the collection for the latter);
         # the user is then read back by the new, unique and indexed keyHash.
-        result = await self._users.update_one(
-            {"keyHash": current_hash},
-            {"$set": {**changes, "updatedAt": datetime.now(UTC)}, "$inc": _NEXT_VERSION},
-        )
+        result = await self._users.update_one({"keyHash": current_hash}, _change(changes))
         return await self.find_by_key_hash(changes["keyHash"]) if result.matched_count else None
+
+
+def _change(changes: Document) -> Document:
+    """An update that changes what a key verifies to: new version, stamped."""
+    now = datetime.now(UTC)
+    return {"$set": {**changes, "updatedAt": now, "changedAt": now}, "$inc": _NEXT_VERSION}
 
 
 def _to_user(document: Document) -> User:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from infergate_common.validation import ApiKey, Email, Plan
+from infergate_common.validation import ApiKey, Email, IdempotencyKey, Plan
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class StrictBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Values are taken exactly as sent (emails are normalised by their own type): trimming would
+    # give one API key several spellings.
+    model_config = ConfigDict(extra="forbid")
 
 
 class RegisterRequest(StrictBody):
     email: Email
+    # The same key within 24 hours returns the same result, the same API key included.
+    idempotencyKey: IdempotencyKey | None = None
 
 
 class RegisterResponse(BaseModel):
@@ -38,6 +42,33 @@ class KeyRequest(StrictBody):
     """The caller's current key (to rotate or revoke it)."""
 
     apiKey: ApiKey
+
+
+class RotateRequest(KeyRequest):
+    # The same key within 24 hours returns the same new API key.
+    idempotencyKey: IdempotencyKey | None = None
+
+
+class IssuedKeyResponse(BaseModel):
+    """A key an operator issued for a user (shown once)."""
+
+    message: str = "API key issued"
+    userId: str
+    apiKey: str
+    plan: Plan
+    version: int
+
+
+class UserChange(BaseModel):
+    userId: str
+    version: int
+
+
+class UserChanges(BaseModel):
+    """Key and plan changes since `since`, and where to continue from (`until`)."""
+
+    changes: list[UserChange]
+    until: int = Field(description="Milliseconds since the epoch: the next `since`.")
 
 
 class RotateResponse(BaseModel):

@@ -31,6 +31,8 @@ def open_mongo(
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         timeoutMS=timeout_ms,
+        # Connections made ahead of a burst: each new one costs an authentication handshake.
+        minPoolSize=4,
         tz_aware=True,
         appname="infergate",
     )

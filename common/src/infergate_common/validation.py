@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated
 
@@ -46,8 +47,19 @@ Text = Annotated[str, AfterValidator(check_text)]
 # Ollama reads the sampling seed as a 64-bit integer; a larger one fails there, not here.
 Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 UserId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{24}$")]
-# Keys are "sk_" + url-safe base64; anything else cannot be one of ours.
+# Keys are "sk_" + 32 random bytes in URL-safe base64 (43 characters), exactly: no other form
+# (no surrounding whitespace, no other length) is ever the same key.
+_API_KEY = re.compile(r"sk_[A-Za-z0-9_-]{43}")
+# What a body may carry as a key; whether it can be one of ours is `is_api_key`'s to say (a
+# malformed key is an unknown key, 401, not a malformed request).
 ApiKey = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+def is_api_key(value: str) -> bool:
+    """Whether `value` has the exact form of an InferGate API key."""
+    return _API_KEY.fullmatch(value) is not None
+
+
 RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
 
 
@@ -56,3 +68,7 @@ class Plan(StrEnum):
 
     FREE = "FREE"
     PRO = "PRO"
+
+
+# A client's `Idempotency-Key`: printable ASCII without spaces, like a UUID or a ULID.
+IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,255}$")]

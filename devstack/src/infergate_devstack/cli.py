@@ -26,7 +26,13 @@ from infergate_devstack.stack import Stack
 from infergate_devstack.summary import format_summary
 
 # What a user can fix from the message alone: printed without a traceback.
-_USER_ERRORS = (PortInUseError, StartupError, install.InstallError, AlreadyRunningError)
+_USER_ERRORS = (
+    PortInUseError,
+    StartupError,
+    install.InstallError,
+    AlreadyRunningError,
+    TimeoutError,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

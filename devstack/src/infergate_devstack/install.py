@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 SECANTUS_VERSION = "0.7.0b3"
-APT_PROGRAMS = {"redis-server": "redis-server", "nginx": "nginx"}  # program -> Debian package
+# program -> Debian package (openssl makes the local stack's TLS certificate)
+APT_PROGRAMS = {"redis-server": "redis-server", "nginx": "nginx", "openssl": "openssl"}
 _SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 _POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
@@ -63,7 +64,8 @@ def _root_prefix() -> list[str]:
     if shutil.which("sudo"):
         return ["sudo", "-n"]
     raise InstallError(
-        "installing Debian packages needs root: run `apt-get install redis-server nginx` as root"
+        "installing Debian packages needs root: "
+        "run `apt-get install redis-server nginx openssl` as root"
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,21 @@ from infergate_devstack.ports import HOST
 
 HTTP_SNIPPET = "infergate-http.conf"
 ROUTES_SNIPPET = "infergate-routes.conf"
+TLS_SNIPPET = "infergate-tls.conf"
+LIMITS_TEMPLATE = "infergate-limits.conf.template"
+# The per-client limits' variables and their defaults (compose sets the same defaults).
+LIMIT_DEFAULTS = {
+    "NGINX_REQUESTS_PER_SECOND": "50",
+    "NGINX_REQUEST_BURST": "100",
+    "NGINX_CONNECTIONS_PER_CLIENT": "100",
+}
+_LIMIT_MAX = 65_535  # nginx's own bound on limit_conn
+# For load from one address (benchmarks, test suites): limits nothing reaches.
+UNLIMITED_EDGE = {
+    "NGINX_REQUESTS_PER_SECOND": "60000",
+    "NGINX_REQUEST_BURST": "60000",
+    "NGINX_CONNECTIONS_PER_CLIENT": "60000",
+}
 _TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -33,11 +48,36 @@ class NginxLayout:
     def conf(self) -> Path:
         return self.prefix / "nginx.conf"
 
+    @property
+    def limits(self) -> Path:
+        return self.prefix / "infergate-limits.conf"
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """Where the local nginx listens (loopback): plain HTTP, and HTTPS with a certificate."""
+
+    http_port: int
+    tls_port: int
+    certificate: Path
+    key: Path
+
+
+def render_limits(template: str, settings: Mapping[str, str]) -> str:
+    """The limits file: each NGINX_* variable from `settings`, else its default."""
+    text = template
+    for name, default in LIMIT_DEFAULTS.items():
+        value = settings.get(name, default)
+        if not value.isdigit() or not 1 <= int(value) <= _LIMIT_MAX:
+            raise ValueError(f"{name}={value!r} must be a whole number from 1 to {_LIMIT_MAX}")
+        text = text.replace("${" + name + "}", value)
+    return text
+
 
 def render_local_config(
-    layout: NginxLayout, *, listen_port: int, gateway_ports: Sequence[int]
+    layout: NginxLayout, *, listeners: Listeners, gateway_ports: Sequence[int]
 ) -> str:
-    """The nginx.conf of the local stack: loopback listener, one upstream server per replica."""
+    """The nginx.conf of the local stack: loopback listeners, one upstream per replica."""
     servers = "\n".join(
         f"        server {HOST}:{port} max_fails=2 fail_timeout=5s;" for port in gateway_ports
     )
@@ -49,15 +89,17 @@ def render_local_config(
     return f"""# Rendered by infergate_devstack (local stack); edits are lost on the next start.
 # The routing is in {layout.snippets_dir}/{ROUTES_SNIPPET}, shared with nginx/nginx.conf.
 {user}worker_processes auto;
+worker_rlimit_nofile 16384;
 pid "{layout.prefix / "nginx.pid"}";
 error_log stderr warn;
 
 events {{
-    worker_connections 1024;
+    worker_connections 8192;
 }}
 
 http {{
     include "{layout.snippets_dir / HTTP_SNIPPET}";
+    include "{layout.limits}";
 
     access_log "{layout.logs_dir / "nginx-access.log"}" infergate_json;
 {temp_paths}
@@ -72,7 +114,11 @@ http {{
     }}
 
     server {{
-        listen {HOST}:{listen_port};
+        listen {HOST}:{listeners.http_port};
+        listen {HOST}:{listeners.tls_port} ssl http2;
+        ssl_certificate "{listeners.certificate}";
+        ssl_certificate_key "{listeners.key}";
+        include "{layout.snippets_dir / TLS_SNIPPET}";
         include "{layout.snippets_dir / ROUTES_SNIPPET}";
     }}
 }}
@@ -80,14 +126,21 @@ http {{
 
 
 def write_local_config(
-    layout: NginxLayout, *, listen_port: int, gateway_ports: Sequence[int]
+    layout: NginxLayout,
+    *,
+    listeners: Listeners,
+    gateway_ports: Sequence[int],
+    settings: Mapping[str, str],
 ) -> Path:
-    """Render the config into the prefix and create the directories it names."""
+    """Render the config (and the limits file, from `settings`) into the prefix, and create the
+    directories it names."""
     for name in _TEMP_PATHS:
         (layout.prefix / "tmp" / name).mkdir(parents=True, exist_ok=True)
     (layout.prefix / "logs").mkdir(parents=True, exist_ok=True)
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
-    text = render_local_config(layout, listen_port=listen_port, gateway_ports=gateway_ports)
+    template = (layout.snippets_dir / LIMITS_TEMPLATE).read_text()
+    layout.limits.write_text(render_limits(template, settings))
+    text = render_local_config(layout, listeners=listeners, gateway_ports=gateway_ports)
     layout.conf.write_text(text)
     return layout.conf
 

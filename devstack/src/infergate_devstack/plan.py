@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Collection
 from pathlib import Path
 
 from infergate_devstack import install
-from infergate_devstack.components.datastores import mongo_spec, redis_spec
+from infergate_devstack.components.datastores import (
+    MongoUsers,
+    RedisUsers,
+    mongo_spec,
+    provision_mongo,
+    redis_spec,
+)
 from infergate_devstack.components.edge import nginx_spec
 from infergate_devstack.components.llm import LlmChoice, choose_llm
 from infergate_devstack.components.services import ServiceWiring, service_spec
 from infergate_devstack.config import COMPONENTS, StackConfig
-from infergate_devstack.nginx import NginxLayout
+from infergate_devstack.nginx import Listeners, NginxLayout
 from infergate_devstack.ports import HOST, free_ports
 from infergate_devstack.processes import ProcessSpec
+from infergate_devstack.stack_secrets import StackSecrets, load_or_create
+from infergate_devstack.tls import ensure_certificate
 
 
 def gateway_name(index: int) -> str:
@@ -35,10 +42,20 @@ class StackPlan:
         self.config = config
         self.components = frozenset(COMPONENTS if only is None else only)
         self.data_dir = config.data_dir.resolve()
+        self.secrets: StackSecrets = load_or_create(self.data_dir / "secrets.json")
         self.internal_token = (
             config.env.get("INTERNAL_TOKEN")
             or os.environ.get("INTERNAL_TOKEN")
-            or secrets.token_urlsafe(32)
+            or self.secrets.internal_token
+        )
+        self.redis_users = RedisUsers(
+            gateway_password=self.secrets.redis_gateway_password,
+            admin_password=self.secrets.redis_admin_password,
+        )
+        self.mongo_users = MongoUsers(
+            root_password=self.secrets.mongo_root_password,
+            auth_password=self.secrets.mongo_auth_password,
+            usage_password=self.secrets.mongo_usage_password,
         )
         extra = free_ports(config.gateway_replicas - 1) if config.gateway_replicas > 1 else []
         self.gateway_ports = [config.ports.gateway, *extra]
@@ -76,8 +93,12 @@ class StackPlan:
         ports = self.config.ports
         needed = [(name, ports.of(name)) for name in ("redis", "mongo", "auth", "usage", "ai")]
         needed += [(gateway_name(i), port) for i, port in enumerate(self.gateway_ports)]
-        needed.append(("nginx", ports.nginx))
-        return [(name, port) for name, port in needed if name.split("-")[0] in self.components]
+        needed += [("nginx", ports.nginx), ("nginx_tls", ports.nginx_tls)]
+        return [
+            (name, port)
+            for name, port in needed
+            if name.split("-")[0].removesuffix("_tls") in self.components
+        ]
 
     def datastore_specs(self) -> list[ProcessSpec]:
         specs = []
@@ -88,15 +109,23 @@ class StackPlan:
                     port=self.config.ports.redis,
                     data_dir=self.data_dir / "redis",
                     log_path=self.log_path("redis"),
+                    users=self.redis_users,
                 )
             )
         if "mongo" in self.components:
+            provision_mongo(
+                program=install.secantusd_program(),
+                data_dir=self.data_dir / "mongo",
+                users=self.mongo_users,
+                log_path=self.log_path("mongo"),
+            )
             specs.append(
                 mongo_spec(
                     program=install.secantusd_program(),
                     port=self.config.ports.mongo,
                     data_dir=self.data_dir / "mongo",
                     log_path=self.log_path("mongo"),
+                    users=self.mongo_users,
                 )
             )
         return specs
@@ -134,6 +163,8 @@ class StackPlan:
         ports = self.config.ports
         return ServiceWiring(
             internal_token=self.internal_token,
+            secrets=self.secrets,
+            mongo_users=self.mongo_users,
             auth_port=ports.auth,
             usage_port=ports.usage,
             ai_port=ports.ai,
@@ -149,10 +180,18 @@ class StackPlan:
             logs_dir=self.logs_dir,
             snippets_dir=self.config.repo_root / "nginx",
         )
+        tls = ensure_certificate(self.data_dir / "tls")
+        listeners = Listeners(
+            http_port=self.config.ports.nginx,
+            tls_port=self.config.ports.nginx_tls,
+            certificate=tls.certificate,
+            key=tls.key,
+        )
         return nginx_spec(
             program=install.require_program("nginx"),
             layout=layout,
-            port=self.config.ports.nginx,
+            listeners=listeners,
             gateway_ports=self.gateway_ports,
+            settings={**os.environ, **self.config.env},
             log_path=self.log_path("nginx"),
         )

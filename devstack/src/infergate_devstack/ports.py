@@ -23,6 +23,7 @@ class Ports:
     that changes each one for `python -m infergate_devstack run`."""
 
     nginx: int = 8080
+    nginx_tls: int = 8443
     gateway: int = 4000
     auth: int = 4001
     usage: int = 4002

@@ -37,14 +37,31 @@ def ollama_running(url: str) -> bool:
     return http_ok(url.rstrip("/") + "/", body=OLLAMA_BANNER)
 
 
-def redis_ping(port: int) -> bool:
-    """Redis on 127.0.0.1:`port` answers PING with PONG (raw RESP: no client library needed)."""
+def redis_ping(port: int, *, credentials: tuple[str, str] | None = None) -> bool:
+    """Redis on 127.0.0.1:`port` answers PING with PONG (raw RESP: no client library needed),
+    after AUTH with `credentials` (user, password) when given."""
+    command = b"*1\r\n$4\r\nPING\r\n"
+    if credentials is not None:
+        command = _resp("AUTH", *credentials) + command
     try:
         with socket.create_connection((HOST, port), timeout=_TIMEOUT_S) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(command)
+            replies, answer = (2 if credentials else 1), b""
+            while answer.count(b"\r\n") < replies:
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                answer += chunk
+            return answer.endswith(b"+PONG\r\n")
     except OSError:
         return False
+
+
+def _resp(*words: str) -> bytes:
+    encoded = [word.encode() for word in words]
+    parts = [f"*{len(encoded)}\r\n".encode()]
+    parts += [f"${len(word)}\r\n".encode() + word + b"\r\n" for word in encoded]
+    return b"".join(parts)
 
 
 def mongo_ping(uri: str) -> bool:

@@ -43,8 +43,9 @@ class RunFile:
         if self.running_pid() in (None, os.getpid()):
             self.path.unlink(missing_ok=True)
 
-    def stop_running(self, *, timeout_s: float = 60.0) -> int | None:
-        """SIGTERM the recorded `run` and wait until it has stopped its stack and exited."""
+    def stop_running(self, *, timeout_s: float = 200.0) -> int | None:
+        """SIGTERM the recorded `run` and wait until it has stopped its stack and exited (chats
+        in flight are let finish: up to the gateway's chat deadline, 146 s by default)."""
         pid = self.running_pid()
         if pid is None:
             return None

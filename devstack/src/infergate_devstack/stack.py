@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from infergate_devstack import install
-from infergate_devstack.components.datastores import mongo_uri
+from infergate_devstack.components.datastores import REDIS_ADMIN_USER
 from infergate_devstack.config import COMPONENTS, StackConfig
 from infergate_devstack.plan import StackPlan
 from infergate_devstack.ports import HOST, ensure_free
@@ -105,6 +105,16 @@ class Stack:
         """nginx, the way a user reaches the API."""
         return f"http://{HOST}:{self.config.ports.nginx}"
 
+    @property
+    def public_https_url(self) -> str:
+        """nginx over TLS (trust `tls_ca`)."""
+        return f"https://{HOST}:{self.config.ports.nginx_tls}"
+
+    @property
+    def tls_ca(self) -> Path:
+        """The local certificate authority that signed nginx's certificate."""
+        return self._plan.data_dir / "tls" / "ca.pem"
+
     def service_url(self, name: str) -> str:
         """Direct loopback URL of auth, usage, ai, gateway (gateway-N for replicas), llm, nginx."""
         if name == "llm":
@@ -124,11 +134,26 @@ class Stack:
 
     @property
     def mongo_uri(self) -> str:
-        return mongo_uri(self.config.ports.mongo)
+        """The root user's URI (every database): for tests and operators."""
+        return self._plan.mongo_users.root_uri(self.config.ports.mongo)
+
+    def service_mongo_uri(self, service: str) -> str:
+        """auth's or usage's own URI: a user who may read and write only its database."""
+        return self._plan.mongo_users.service_uri(self.config.ports.mongo, service)
 
     @property
     def redis_port(self) -> int:
         return self.config.ports.redis
+
+    @property
+    def mongo_port(self) -> int:
+        return self.config.ports.mongo
+
+    @property
+    def redis_url(self) -> str:
+        """The admin user's URL (every key and command): for tests and operators."""
+        password = self._plan.secrets.redis_admin_password
+        return f"redis://{REDIS_ADMIN_USER}:{password}@{HOST}:{self.redis_port}/0"
 
     @property
     def llm_url(self) -> str:

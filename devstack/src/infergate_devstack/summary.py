@@ -17,8 +17,8 @@ def format_summary(stack: Stack, *, startup_s: float) -> str:
         for i, port in enumerate(stack.gateway_ports[1:], start=1)
     ]
     rows += [
-        ("Redis", f"127.0.0.1:{stack.redis_port}"),
-        ("MongoDB (SecantusDB)", stack.mongo_uri),
+        ("Redis", f"127.0.0.1:{stack.redis_port} (ACL users: {stack.data_dir}/secrets.json)"),
+        ("MongoDB (SecantusDB)", f"127.0.0.1:{stack.mongo_port} (users: the same file)"),
         ("LLM", stack.llm_description),
         ("Logs", f"{stack.logs_dir}/<name>.log"),
     ]

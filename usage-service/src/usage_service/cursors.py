@@ -16,6 +16,8 @@ from infergate_common.errors import BadRequestError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+# The last millisecond a datetime holds (9999-12-31T23:59:59.999Z): past it, no entry can be.
+_LAST_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH) // _MS
 _POSITION = re.compile(r"(\d{1,15}):([A-Za-z0-9_-]{1,64})")
 
 
@@ -33,6 +35,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raw = ""
     match = _POSITION.fullmatch(raw)
-    if match is None:
+    if match is None or int(match[1]) > _LAST_MS:
         raise BadRequestError("Invalid cursor", code="invalid_cursor")
     return _EPOCH + int(match[1]) * _MS, match[2]

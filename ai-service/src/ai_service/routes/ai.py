@@ -16,7 +16,7 @@ router = APIRouter(prefix="/ai", tags=["ai"])
     "/generate",
     response_model=GenerateResponse,
     responses={
-        **error_responses(503, 504),
+        **error_responses(404, 503, 504),
         200: {"content": {"application/x-ndjson": {}}, "description": "JSON, or NDJSON events"},
     },
 )

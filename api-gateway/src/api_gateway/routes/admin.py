@@ -23,13 +23,8 @@ from api_gateway.admin_schemas import (
     PlanChanged,
     RequestHistory,
 )
-from api_gateway.deps import (
-    AuthClientDep,
-    KeyCacheDep,
-    KeyVersionsDep,
-    SettingsDep,
-    UsageClientDep,
-)
+from api_gateway.deps import AuthClientDep, KeysDep, SettingsDep, UsageClientDep
+from api_gateway.schemas import IssuedKey
 
 router = APIRouter(
     prefix="/admin",
@@ -64,18 +59,19 @@ async def set_plan(
     body: PlanChange,
     auth: AuthClientDep,
     usage: UsageClientDep,
-    cache: KeyCacheDep,
-    versions: KeyVersionsDep,
+    keys: KeysDep,
     settings: SettingsDep,
 ) -> PlanChanged:
     """Move a user to FREE or PRO: the plan's request and token limits apply to the next request.
 
     Idempotent: repeat it if it failed halfway (the quota moves by the difference only once)."""
     change, user = await auth.set_plan(user_id, body.plan)
-    month = await usage.set_plan(user_id, body.plan)
-    # Every replica verifies the user's key afresh on its next request (the new plan applies).
-    cache.invalidate_user(user_id)
-    await versions.announce(change.user_id, change.version)
+    try:
+        month = await usage.set_plan(user_id, body.plan)
+    finally:
+        # The plan changed in auth-service whatever usage-service answered: every replica
+        # verifies the user's key afresh on its next request (the new plan applies).
+        await keys.announce(change)
     _log.info("plan_changed", user_id=user_id, plan=user.plan.value)
     return PlanChanged(
         userId=user_id,
@@ -85,6 +81,13 @@ async def set_plan(
         requestsPerWindow=settings.rate_limit(user.plan),
         windowSeconds=settings.rate_limit_window,
     )
+
+
+@router.post("/users/{user_id}/key", response_model=IssuedKey)
+async def issue_key(user_id: UserId, keys: KeysDep) -> IssuedKey:
+    """Give a user a new API key (shown once), whatever their current one: the way back for a
+    user whose key was lost or revoked. Their previous key stops working on every replica."""
+    return await keys.issue(user_id)
 
 
 @router.get("/users/{user_id}/usage", response_model=AdminUsage)

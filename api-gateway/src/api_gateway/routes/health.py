@@ -2,50 +2,38 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import redis.asyncio as redis
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from infergate_common.app import READINESS_RESPONSES, ReadinessResponse
-from infergate_common.errors import AppError
-from infergate_common.http_client import InternalServiceClient
-from redis.exceptions import RedisError
+
+from api_gateway.deps import ResourcesDep
 
 router = APIRouter(tags=["health"])
 
 
-async def _redis_ready(client: redis.Redis) -> bool:
-    try:
-        return bool(await client.ping())
-    except RedisError:
-        return False
-
-
-async def _service_ready(client: InternalServiceClient) -> bool:
-    try:
-        await client.call("GET", "/readyz", call_timeout=2.0)
-    except AppError:
-        return False
-    return True
-
-
 @router.get("/readyz", response_model=ReadinessResponse, responses=READINESS_RESPONSES)
-async def readyz(request: Request) -> JSONResponse:
-    """Readiness: 200 when Redis, auth, usage and ai are ready, else 503 naming what is not."""
-    state = request.state
-    names = ("redis", "auth", "usage", "ai")
-    results = await asyncio.gather(
-        _redis_ready(state.redis),
-        _service_ready(state.auth_client),
-        _service_ready(state.usage_client),
-        _service_ready(state.ai_client),
-    )
-    checks = {name: "ok" if ok else "down" for name, ok in zip(names, results, strict=True)}
-    if all(results):
+async def readyz(resources: ResourcesDep) -> JSONResponse:
+    """Readiness with details (on the gateway's own port): 200 when Redis, auth, usage and ai
+    are ready, else 503 naming what is not. Checked at most every 2 s."""
+    results = await resources.readiness.current()
+    checks = {name: "ok" if ok else "down" for name, ok in results.items()}
+    if all(results.values()):
         return JSONResponse({"status": "ready", "checks": checks})
-    down = [name for name, ok in zip(names, results, strict=True) if not ok]
+    down = [name for name, ok in results.items() if not ok]
     return JSONResponse(
         {"status": "unavailable", "checks": checks, "message": f"Not ready: {', '.join(down)}"},
         503,
     )
+
+
+@router.get(
+    "/readyz/public",
+    response_model=ReadinessResponse,
+    responses=READINESS_RESPONSES,
+    include_in_schema=False,
+)
+async def public_readyz(resources: ResourcesDep) -> JSONResponse:
+    """What nginx answers for /readyz: ready or not, never which part is down."""
+    if all((await resources.readiness.current()).values()):
+        return JSONResponse({"status": "ready", "checks": {}})
+    return JSONResponse({"status": "unavailable", "checks": {}}, 503)

@@ -13,6 +13,7 @@ from api_gateway.deps import (
     ChatTurnDep,
     ClientAddressDep,
     CurrentUser,
+    IdempotencyKeyDep,
     LimiterDep,
     SettingsDep,
     SettlerDep,
@@ -44,8 +45,11 @@ async def register(
     limiter: LimiterDep,
     settings: SettingsDep,
     address: ClientAddressDep,
+    idempotency_key: IdempotencyKeyDep,
 ) -> RegisterResponse:
-    """Create an account and return its API key (shown once). Limited per client address."""
+    """Create an account and return its API key (shown once). Limited per client address (an
+    IPv6 address per /64). Send an `Idempotency-Key` to be able to repeat the call safely: a
+    repeat within 24 hours returns the same answer, the same key included."""
     decision = await limiter.hit(
         f"rate_limit:register:{address}",
         limit=settings.registration_rate_limit,
@@ -57,7 +61,7 @@ async def register(
             code="registration_rate_limited",
             headers={"Retry-After": str(decision.retry_after_seconds)},
         )
-    api_key, plan = await auth.register(body.email)
+    api_key, plan = await auth.register(body.email, idempotency_key=idempotency_key)
     return RegisterResponse(apiKey=api_key, plan=plan)
 
 
@@ -111,7 +115,8 @@ async def usage(
     return UsageSummary(
         usedTokens=monthly.usedTokens,
         monthlyLimit=limit,
-        remainingTokens=limit - monthly.usedTokens,
+        # One definition everywhere (the token headers too): what a new chat can still draw on.
+        remainingTokens=max(limit - monthly.usedTokens - monthly.reservedTokens, 0),
         percentageUsed=round(monthly.usedTokens / limit * 100, 2) if limit else 0.0,
     )
 

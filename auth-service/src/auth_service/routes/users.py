@@ -10,7 +10,8 @@ from infergate_common.errors import BadRequestError, NotFoundError, error_respon
 from infergate_common.validation import UserId, normalize_email
 
 from auth_service.deps import UsersDep
-from auth_service.schemas import PlanRequest, User, UserList, UserView
+from auth_service.schemas import IssuedKeyResponse, PlanRequest, User, UserList, UserView
+from auth_service.security import issue_api_key
 
 router = APIRouter(prefix="/auth/users", tags=["users"])
 _log = structlog.get_logger("users")
@@ -47,3 +48,17 @@ async def set_plan(user_id: UserId, body: PlanRequest, users: UsersDep) -> UserV
     view = _found(await users.set_plan(user_id=user_id, plan=body.plan))
     _log.info("plan_changed", user_id=user_id, plan=body.plan.value)
     return view
+
+
+@router.post("/{user_id}/key", response_model=IssuedKeyResponse, responses=error_responses(404))
+async def issue_key(user_id: UserId, users: UsersDep) -> IssuedKeyResponse:
+    """Give the user a new API key (shown once), whatever their current one: the operator's way
+    back for a user whose key was lost or revoked. Their previous key stops working."""
+    issued = issue_api_key()
+    user = await users.replace_key(user_id=user_id, key=issued)
+    if user is None:
+        raise NotFoundError("User not found", code="user_not_found")
+    _log.info("api_key_issued", user_id=user_id)
+    return IssuedKeyResponse(
+        userId=user.id, apiKey=issued.key, plan=user.plan, version=user.version
+    )

@@ -9,10 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from infergate_devstack.components.datastores import mongo_uri
+from infergate_devstack.components.datastores import REDIS_GATEWAY_USER, MongoUsers
 from infergate_devstack.ports import HOST
 from infergate_devstack.probes import http_ok
 from infergate_devstack.processes import STOP_TIMEOUT_S, ProcessSpec
+from infergate_devstack.stack_secrets import StackSecrets
 
 # component name -> (python package, SERVICE_NAME)
 SERVICES: Mapping[str, tuple[str, str]] = {
@@ -34,6 +35,8 @@ class ServiceWiring:
     """Where every service finds the others: what the environment of each is built from."""
 
     internal_token: str
+    secrets: StackSecrets
+    mongo_users: MongoUsers
     auth_port: int
     usage_port: int
     ai_port: int
@@ -65,9 +68,12 @@ def service_env(component: str, *, port: int, wiring: ServiceWiring) -> dict[str
 
 def _own_settings(component: str, wiring: ServiceWiring) -> dict[str, str]:
     if component == "auth":
-        return {"MONGO_URI": mongo_uri(wiring.mongo_port, "infergate-auth")}
+        return {
+            "MONGO_URI": wiring.mongo_users.service_uri(wiring.mongo_port, "auth"),
+            "KEY_DERIVATION_SECRET": wiring.secrets.key_derivation_secret,
+        }
     if component == "usage":
-        return {"MONGO_URI": mongo_uri(wiring.mongo_port, "infergate-usage")}
+        return {"MONGO_URI": wiring.mongo_users.service_uri(wiring.mongo_port, "usage")}
     if component == "ai":
         return {"OLLAMA_URL": wiring.llm_url}
     return {
@@ -76,6 +82,8 @@ def _own_settings(component: str, wiring: ServiceWiring) -> dict[str, str]:
         "AI_SERVICE_URL": f"http://{HOST}:{wiring.ai_port}",
         "REDIS_HOST": HOST,
         "REDIS_PORT": str(wiring.redis_port),
+        "REDIS_USERNAME": REDIS_GATEWAY_USER,
+        "REDIS_PASSWORD": wiring.secrets.redis_gateway_password,
     }
 
 
