@@ -7,15 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
+from infergate_common.mongo import once_more_if_cut
 from infergate_common.validation import Plan
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import (
-    AutoReconnect,
-    DuplicateKeyError,
-    NetworkTimeout,
-    ServerSelectionTimeoutError,
-)
+from pymongo.errors import DuplicateKeyError
 
 from auth_service.schemas import User
 from auth_service.security import IssuedKey, revoked_placeholder
@@ -70,16 +66,15 @@ class UserRepository:
         return _to_user(document)
 
     async def _insert_once(self, document: Document) -> None:
-        """Insert, and once more if the connection broke (the first may or may not have been
-        applied: its _id tells). Without it a registration could answer 503 although the user
-        exists, and the next try 409: the key lost."""
+        """Insert, and once more if the connection broke: the first may have applied, and then
+        the second fails on its own _id, which is this insert's success (not a taken email).
+        Without it a registration could answer 503 although the user exists, and the next try
+        409: the key lost."""
         try:
-            await self._users.insert_one(document)
-        except (ServerSelectionTimeoutError, NetworkTimeout):
-            raise  # the database is away or slow: answer 503 within the gateway's timeout
-        except AutoReconnect:
+            await once_more_if_cut(lambda: self._users.insert_one(document))
+        except DuplicateKeyError:
             if await self._users.find_one({"_id": document["_id"]}, {"_id": 1}) is None:
-                await self._users.insert_one(document)
+                raise
 
     async def holds_key(self, user_id: str, key_hash: str) -> User | None:
         """The user, if `key_hash` is (still) their key."""

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from pymongo.errors import (
+    AutoReconnect,
+    ConnectionFailure,
+    ExecutionTimeout,
+    NetworkTimeout,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WTimeoutError,
+)
 
 from infergate_common.app import READINESS_RESPONSES, ReadinessResponse
 from infergate_common.errors import error_body, error_responses
 
 _log = structlog.get_logger("mongo")
+T = TypeVar("T")
 # What every database-backed route can answer when the database is down (for its OpenAPI).
 DATABASE_ERROR_RESPONSES = error_responses(503)
 
@@ -66,3 +76,18 @@ def readiness_router() -> APIRouter:
         return JSONResponse({"status": "ready", "checks": {"mongo": "ok"}})
 
     return router
+
+
+async def once_more_if_cut(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, and once more if the connection broke under it (an AutoReconnect that is not a
+    timeout: seen from SecantusDB under bursts of new authenticated connections). Only for
+    operations that are safe to repeat: a write that may already have applied must not apply
+    twice (a conditional filter, a unique _id). A database that is away or slow is not retried:
+    its 503 stays within the callers' timeouts."""
+    try:
+        return await call()
+    except (ServerSelectionTimeoutError, NetworkTimeout):
+        raise
+    except AutoReconnect as exc:
+        _log.warning("database_connection_broken", error_type=type(exc).__name__)
+        return await call()

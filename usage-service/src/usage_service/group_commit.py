@@ -24,6 +24,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from infergate_common.mongo import once_more_if_cut
 from pymongo import DeleteOne, InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
@@ -77,8 +78,11 @@ class GroupCommit:
     async def _write(
         self, batch: list[tuple[Operation, frozenset[int], asyncio.Future[bool]]]
     ) -> None:
+        operations = [op for op, _, _ in batch]
         try:
-            await self._collection.bulk_write([op for op, _, _ in batch], ordered=False)
+            # Every operation written this way is safe to repeat (see the repository): a batch
+            # whose connection broke is written again.
+            await once_more_if_cut(lambda: self._collection.bulk_write(operations, ordered=False))
             errors: dict[int, Document] = {}
         except BulkWriteError as exc:
             errors = {int(e["index"]): e for e in exc.details.get("writeErrors", [])}

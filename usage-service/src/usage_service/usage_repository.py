@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from infergate_common.errors import UpstreamUnavailableError
+from infergate_common.mongo import once_more_if_cut
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
@@ -143,14 +144,17 @@ class UsageRepository:
         raise UpstreamUnavailableError("The quota kept changing; try again", code="quota_busy")
 
     async def _apply(self, hold: Hold, tokens: int, remaining: object) -> bool:
-        result = await self._usage.update_one(
-            {
-                "_id": hold.key,
-                "remainingTokens": remaining,
-                "open.rid": {"$ne": hold.reservation_id},
-                "void": {"$ne": hold.reservation_id},
-            },
-            _reservation(hold, tokens, datetime.now(UTC)),
+        # Safe to repeat: a reservation already held does not match its own filter again.
+        result = await once_more_if_cut(
+            lambda: self._usage.update_one(
+                {
+                    "_id": hold.key,
+                    "remainingTokens": remaining,
+                    "open.rid": {"$ne": hold.reservation_id},
+                    "void": {"$ne": hold.reservation_id},
+                },
+                _reservation(hold, tokens, datetime.now(UTC)),
+            )
         )
         return result.modified_count == 1
 
@@ -165,9 +169,9 @@ class UsageRepository:
         document.update(reservedTokens=tokens, remainingTokens=limit - tokens)
         document.update(open=[hold.entry(tokens)], **{HOLD_UNTIL: hold.expires_at})
         try:
-            await self._usage.insert_one(document)
+            await once_more_if_cut(lambda: self._usage.insert_one(document))
         except DuplicateKeyError:
-            return None
+            return None  # created meanwhile (or by the first try: the next round finds it held)
         return Granted(tokens, self._hints.put(hold.key, Quota(limit, limit - tokens)))
 
     async def settle(self, *, key: str, reservation_id: str, reserved: int, charge: int) -> bool:
