@@ -1,7 +1,8 @@
 # InferGate: install, run and test everything locally, without Docker.
 #   make run       start the whole stack in the foreground (Ctrl-C or `make stop` to stop it)
 #   make test      install, lint, typecheck, then every test suite (they start their own stacks)
-# Ports: NGINX_PORT, GATEWAY_PORT, AUTH_PORT, USAGE_PORT, AI_PORT, REDIS_PORT, MONGO_PORT, LLM_PORT.
+# Ports: NGINX_PORT, GATEWAY_PORT, AUTH_PORT, USAGE_PORT, AI_PORT, REDIS_PORT, MONGO_PORT, LLM_PORT,
+# PROMETHEUS_PORT (make run starts Prometheus too; RUN_ARGS=--no-observability skips it).
 # Any other variable reaches the services: REGISTRATION_RATE_LIMIT=1000 make run.
 # OLLAMA_URL=http://host:11434 make run uses that Ollama instead of the embedded model.
 
@@ -26,7 +27,7 @@ TEST_DIRS := $(call has_code,common/tests api-gateway/tests auth-service/tests \
 
 help:
 	@echo "make install    install uv, the Python packages, redis-server, nginx and SecantusDB"
-	@echo "make run        start the local stack (nginx on http://127.0.0.1:8080)"
+	@echo "make run        start the local stack (nginx on http://127.0.0.1:8080, Prometheus on :9090)"
 	@echo "make stop       stop a stack started by 'make run'"
 	@echo "make lint       ruff check and ruff format --check"
 	@echo "make typecheck  mypy (strict)"

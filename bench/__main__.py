@@ -1,6 +1,7 @@
 """`python -m bench [--users N] [--duration S] [--warmup S] [--concurrency 1,8,32,64] ...`
 `python -m bench soak [--minutes 5] [--concurrency 32] ...`
-`python -m bench edge [--users 200]`: a normal client's chats with and without abusive hosts"""
+`python -m bench edge [--users 200]`: a normal client's chats with and without abusive hosts
+`python -m bench telemetry [--rounds 2]`: metrics and tracing against both off, in one run"""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from bench.report import RESULTS_DIR, table, targets_text, write_results
 from bench.run import SCENARIOS, Options, run_benchmark
 from bench.soak import run_soak, soak_table
 from bench.stack import progress
+from bench.telemetry import run_telemetry, telemetry_table
 
 
 def _ints(text: str) -> list[int]:
@@ -30,12 +32,15 @@ def _names(text: str) -> list[str]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("mode", nargs="?", choices=("run", "soak", "edge"), default="run")
+    parser.add_argument(
+        "mode", nargs="?", choices=("run", "soak", "edge", "telemetry"), default="run"
+    )
     parser.add_argument("--users", type=int, default=2000, help="users registered (2000)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per point (20)")
     parser.add_argument("--warmup", type=float, help="seconds before each point (5; soak 30)")
     parser.add_argument("--concurrency", type=_ints, help="1,8,32,64 (soak: one value, 32)")
     parser.add_argument("--scenarios", type=_names, default=list(SCENARIOS), help="of run")
+    parser.add_argument("--rounds", type=int, default=2, help="of telemetry (2)")
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the soak (5)")
     parser.add_argument("--log-level", default="info", help="LOG_LEVEL of the services (info)")
     parser.add_argument(
@@ -51,7 +56,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def options_from(args: argparse.Namespace) -> Options:
     soak = args.mode == "soak"
-    concurrency = args.concurrency or ([32] if soak else [1, 8, 32, 64])
+    default = {"soak": [32], "telemetry": [1, 32]}.get(args.mode, [1, 8, 32, 64])
+    concurrency = args.concurrency or default
     if soak and len(concurrency) != 1:
         raise SystemExit("soak runs at one concurrency")
     return Options(
@@ -73,6 +79,10 @@ def main(argv: list[str]) -> int:
         results = run_soak(options, minutes=args.minutes)
         text = soak_table(results)
         label = args.label or "soak-latest"
+    elif args.mode == "telemetry":
+        results = run_telemetry(options, rounds=args.rounds)
+        text = telemetry_table(results)
+        label = args.label or "telemetry-latest"
     elif args.mode == "edge":
         results = run_edge(options)
         text = edge_table(results)

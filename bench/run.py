@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -39,6 +39,7 @@ class Options:
     log_level: str
     data_dir: Path | None
     gateway_replicas: int = 1
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # for every service
 
 
 @dataclass
@@ -82,6 +83,7 @@ def prepared_stack(options: Options, *, keep_series: bool = False) -> Iterator[P
             data_dir / "stack",
             log_level=options.log_level,
             gateway_replicas=options.gateway_replicas,
+            extra_env=options.extra_env,
         )
         with stack as bench:
             pids = bench.pids()

@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,14 +55,18 @@ class BenchStack:
 
 @contextmanager
 def running_stack(
-    data_dir: Path, *, log_level: str, gateway_replicas: int = 1
+    data_dir: Path,
+    *,
+    log_level: str,
+    gateway_replicas: int = 1,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[BenchStack]:
     with FakeOllamaProcess() as llm:
         config = StackConfig(
             data_dir=data_dir,
             ports=Ports.free(),
             ollama_url=llm.url,
-            env=bench_env(log_level),
+            env={**bench_env(log_level), **(extra_env or {})},
             gateway_replicas=gateway_replicas,
         )
         with Stack(config) as stack:

@@ -87,11 +87,16 @@ def test_every_service_has_a_healthcheck(service: str) -> None:
     assert not check.get("disable", False)
 
 
-def test_only_nginx_publishes_a_port() -> None:
+def test_only_nginx_and_grafana_publish_ports() -> None:
     publishing = {name for name, service in SERVICES.items() if service.get("ports")}
 
-    assert publishing == {"nginx"}
+    assert publishing == {"nginx", "grafana"}
     assert SERVICES["nginx"]["ports"] == ["8080:80", "8443:443"]
+
+
+def test_grafana_listens_on_the_hosts_loopback_only() -> None:
+    assert SERVICES["grafana"]["ports"] == ["127.0.0.1:${GRAFANA_PORT:-3000}:3000"]
+    assert "GRAFANA_PORT=3000" in (ROOT / ".env.example").read_text().splitlines()
 
 
 def test_every_image_is_pinned_to_a_tag() -> None:
@@ -146,9 +151,13 @@ def test_compose_sets_every_required_setting(service: str) -> None:
     assert required - set(environment(service)) == set()
 
 
+# Read by the OpenTelemetry SDK (common/tracing.py), not by the settings classes.
+OTEL_VARIABLES = frozenset({"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER"})
+
+
 @pytest.mark.parametrize("service", PYTHON)
 def test_compose_sets_only_variables_the_settings_read(service: str) -> None:
-    known = set(env_names(settings_class(service)))
+    known = set(env_names(settings_class(service))) | OTEL_VARIABLES
 
     assert set(environment(service)) - known == set()
 
@@ -193,7 +202,79 @@ def test_only_the_gateway_bridges_the_edge_and_internal_networks() -> None:
 
     assert networks.pop("nginx") == {"edge"}
     assert networks.pop("gateway") == {"internal", "edge"}
+    # Grafana reaches Prometheus only; Prometheus reaches the services to scrape them.
+    assert networks.pop("grafana") == {"observability"}
+    assert networks.pop("prometheus") == {"internal", "observability"}
     assert all(names == {"internal"} for names in networks.values())
+
+
+@pytest.mark.parametrize(
+    ("service", "image"),
+    [("prometheus", "prom/prometheus:v3."), ("grafana", "grafana/grafana:11.")],
+)
+def test_observability_images_are_pinned_releases(service: str, image: str) -> None:
+    assert SERVICES[service]["image"].startswith(image)
+    assert is_pinned(SERVICES[service]["image"])
+
+
+def bind_mounts(service: str) -> dict[str, str]:
+    """Container path -> repository path of a service's bind mounts (named volumes left out)."""
+    mounts = {}
+    for volume in SERVICES[service].get("volumes", []):
+        source, target, *mode = str(volume).split(":")
+        if source.startswith("."):
+            assert mode == ["ro"], f"{service} mounts {source} writable"
+            mounts[target] = source
+    return mounts
+
+
+@pytest.mark.parametrize("service", ["prometheus", "grafana"])
+def test_observability_configuration_is_mounted_read_only_from_the_repository(
+    service: str,
+) -> None:
+    mounts = bind_mounts(service)
+
+    assert mounts
+    assert all((ROOT / source).exists() for source in mounts.values())
+
+
+def test_prometheus_scrapes_every_python_service_at_its_port() -> None:
+    mounts = bind_mounts("prometheus")
+    config = yaml.safe_load((ROOT / mounts["/etc/prometheus/prometheus.yml"]).read_text())
+    scraped = {
+        job["job_name"]: [
+            (name, sd["port"]) for sd in job["dns_sd_configs"] for name in sd["names"]
+        ]
+        for job in config["scrape_configs"]
+        if "dns_sd_configs" in job
+    }
+    rules = [str(Path("/etc/prometheus") / path) for path in config["rule_files"]]
+
+    assert scraped == {
+        environment(service)["SERVICE_NAME"]: [(service, int(environment(service)["PORT"]))]
+        for service in PYTHON
+    }
+    assert set(rules) <= set(mounts)
+
+
+def test_grafana_is_provisioned_with_the_compose_prometheus_and_the_dashboard() -> None:
+    mounts = bind_mounts("grafana")
+    provisioning = ROOT / mounts["/etc/grafana/provisioning"]
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    providers = yaml.safe_load((provisioning / "dashboards" / "infergate.yml").read_text())
+    url = urlsplit(datasources["datasources"][0]["url"])
+    dashboards_dir = providers["providers"][0]["options"]["path"]
+
+    assert url.hostname in SERVICES
+    assert SERVICES[url.hostname]["image"].startswith("prom/prometheus:")
+    assert url.port == 9090  # Prometheus's own port inside the compose network
+    assert list((ROOT / mounts[dashboards_dir]).glob("*.json"))
+
+
+def test_grafana_admin_password_is_required() -> None:
+    password = environment("grafana")["GF_SECURITY_ADMIN_PASSWORD"]
+
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?")
 
 
 def test_internal_token_is_required_and_documented() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import ollama
 import pytest
-from ai_service.llm import LlmClient
+from ai_service.llm import LlmClient, ModelTokens
 from ai_service.schemas import GenerateRequest
 from infergate_common.errors import (
     AppError,
@@ -18,6 +18,7 @@ from infergate_common.errors import (
     UpstreamUnavailableError,
 )
 from ollama_replies import chat_body
+from prometheus_client import CollectorRegistry
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -168,3 +169,33 @@ async def test_models_lists_the_servers_models_without_the_latest_tag() -> None:
         "llama3",
         "qwen2:7b",
     ]
+
+
+async def test_the_models_own_counts_are_counted_once_per_call_plain_and_streamed() -> None:
+    registry = CollectorRegistry()
+    chunk = {"model": "llama3", "created_at": "x", "done": False}
+    streamed = ndjson(
+        {**chunk, "message": {"role": "assistant", "content": "Hi"}},
+        {
+            **chunk,
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "eval_count": 3,
+            "prompt_eval_count": 5,
+        },
+    )
+    replies = iter([chat_reply(prompt_eval_count=11, eval_count=7), streamed])
+    client = ollama.AsyncClient(
+        host="http://ollama.test", transport=httpx.MockTransport(lambda _: next(replies))
+    )
+    llm = LlmClient(client, default_model="llama3", tokens=ModelTokens(registry))
+
+    def counted(token_type: str) -> float | None:
+        labels = {"gen_ai_token_type": token_type, "gen_ai_request_model": "llama3"}
+        return registry.get_sample_value("infergate_ai_model_tokens_total", labels)
+
+    assert (counted("input"), counted("output")) == (0, 0)  # there before the first call
+    await llm.generate(request("Hi", 32))
+    assert (counted("input"), counted("output")) == (11, 7)
+    await collect(llm)
+    assert (counted("input"), counted("output")) == (16, 10)

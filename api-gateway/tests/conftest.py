@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 if TYPE_CHECKING:
     from gateway_downstream import Downstream
+    from recorded_metrics import Recorded
 
 # The stand-ins module sits beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,6 +36,13 @@ async def redis_client(redis_port: int) -> AsyncIterator[redis.Redis]:
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def recorded() -> Recorded:
+    from recorded_metrics import Recorded
+
+    return Recorded()
 
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]

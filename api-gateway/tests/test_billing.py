@@ -26,6 +26,7 @@ from infergate_common.http_client import build_internal_client
 from infergate_common.validation import Plan
 from infergate_devstack.ports import free_ports
 from pydantic import SecretStr
+from recorded_metrics import Recorded
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 KEY = {"x-api-key": VALID_KEY}
@@ -217,11 +218,14 @@ def settlement(rid: str, status: RequestStatus, prompt: int, completion: int) ->
 
 @pytest.fixture
 def parts(
-    redis_client: redis.Redis, usage_client: UsageClient
+    redis_client: redis.Redis, usage_client: UsageClient, recorded: Recorded
 ) -> tuple[SettlementOutbox, Settler, Billing]:
     outbox = SettlementOutbox(redis_client, lease_ms=100)
-    settler = Settler(usage=usage_client, outbox=outbox, claim_interval_s=60)
-    billing = Billing(usage=usage_client, outbox=outbox, settler=settler, mark_ms=100)
+    metrics = recorded.metrics
+    settler = Settler(usage=usage_client, outbox=outbox, claim_interval_s=60, metrics=metrics)
+    billing = Billing(
+        usage=usage_client, outbox=outbox, settler=settler, mark_ms=100, metrics=metrics
+    )
     return outbox, settler, billing
 
 

@@ -29,6 +29,7 @@ from gateway_downstream import (
     settings_for,
 )
 from pydantic import SecretStr, ValidationError
+from recorded_metrics import Recorded
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 KEY = {"x-api-key": VALID_KEY}
@@ -144,7 +145,14 @@ async def test_a_verification_older_than_the_announced_version_is_not_cached(
     gateway: httpx.AsyncClient, downstream: Downstream, redis_client: redis.Redis
 ) -> None:
     # A change (version 5) was announced while this replica's verification read version 0.
-    assert await KeyVersions(redis_client, keep_seconds=60).announce(USER_ID, 5) == 5
+    assert (
+        await KeyVersions(
+            redis_client,
+            keep_seconds=60,
+            errors=Recorded().metrics.redis_errors.labels("key_versions"),
+        ).announce(USER_ID, 5)
+        == 5
+    )
     for _ in range(2):
         assert (await gateway.get("/test", headers=KEY)).status_code == 200
     assert verify_calls(downstream) == 2
@@ -163,8 +171,16 @@ async def test_without_redis_every_request_is_verified(
     assert verify_calls(downstream) == 3
 
 
+def key_versions(client: redis.Redis) -> KeyVersions:
+    return KeyVersions(
+        client, keep_seconds=60, errors=Recorded().metrics.redis_errors.labels("key_versions")
+    )
+
+
 async def test_announced_versions_only_go_up(redis_client: redis.Redis) -> None:
-    versions = KeyVersions(redis_client, keep_seconds=60)
+    versions = KeyVersions(
+        redis_client, keep_seconds=60, errors=Recorded().metrics.redis_errors.labels("key_versions")
+    )
     assert not await versions.is_current(USER_ID, 0, VALID_KEY)  # nothing known: verify
     assert await versions.announce(USER_ID, 3) == 3
     assert await versions.announce(USER_ID, 2) == 3  # a late, older announcement
@@ -176,7 +192,9 @@ async def test_announced_versions_only_go_up(redis_client: redis.Redis) -> None:
 async def test_a_key_in_doubt_is_not_trusted_from_any_cache_until_the_mark_expires(
     redis_client: redis.Redis,
 ) -> None:
-    versions = KeyVersions(redis_client, keep_seconds=60)
+    versions = KeyVersions(
+        redis_client, keep_seconds=60, errors=Recorded().metrics.redis_errors.labels("key_versions")
+    )
     await versions.announce(USER_ID, 3)
     await versions.doubt(VALID_KEY, seconds=0.3)
     assert not await versions.is_current(USER_ID, 3, VALID_KEY)
@@ -222,7 +240,9 @@ async def test_verifications_of_a_key_in_doubt_are_not_cached(
     gateway: httpx.AsyncClient, downstream: Downstream, redis_client: redis.Redis
 ) -> None:
     # A change of unknown outcome may still land in auth-service after a verification read.
-    await KeyVersions(redis_client, keep_seconds=60).doubt(VALID_KEY, seconds=30)
+    await KeyVersions(
+        redis_client, keep_seconds=60, errors=Recorded().metrics.redis_errors.labels("key_versions")
+    ).doubt(VALID_KEY, seconds=30)
     for _ in range(2):
         assert (await gateway.get("/test", headers=KEY)).status_code == 200
     assert verify_calls(downstream) == 2

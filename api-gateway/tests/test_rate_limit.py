@@ -9,18 +9,32 @@ import pytest
 import redis.asyncio as redis
 from api_gateway.rate_limit import SlidingWindowLimiter
 from infergate_common.errors import UpstreamUnavailableError
+from recorded_metrics import Recorded
+
+DECISIONS = "infergate_rate_limit_decisions_total"
 
 
 @pytest.fixture
-async def limiter(redis_port: int) -> SlidingWindowLimiter:
-    return SlidingWindowLimiter(redis.Redis(port=redis_port), fail_open=True)
+async def limiter(redis_port: int, recorded: Recorded) -> SlidingWindowLimiter:
+    return SlidingWindowLimiter(
+        redis.Redis(port=redis_port), fail_open=True, name="user", metrics=recorded.metrics
+    )
 
 
-async def test_concurrent_hits_in_one_millisecond_all_count(limiter: SlidingWindowLimiter) -> None:
+def unreachable(recorded: Recorded, *, fail_open: bool) -> SlidingWindowLimiter:
+    client = redis.Redis(port=9, socket_connect_timeout=0.2)
+    return SlidingWindowLimiter(client, fail_open=fail_open, name="user", metrics=recorded.metrics)
+
+
+async def test_concurrent_hits_in_one_millisecond_all_count(
+    limiter: SlidingWindowLimiter, recorded: Recorded
+) -> None:
     key = f"t:{uuid.uuid4().hex}"
     decisions = await asyncio.gather(*(limiter.hit(key, limit=10, window_s=60) for _ in range(25)))
     assert sum(d.allowed for d in decisions) == 10
     assert sorted(d.remaining for d in decisions if d.allowed) == list(range(10))
+    assert recorded.value(DECISIONS, limiter="user", decision="allowed") == 10
+    assert recorded.value(DECISIONS, limiter="user", decision="limited") == 15
 
 
 async def test_the_window_slides(limiter: SlidingWindowLimiter) -> None:
@@ -34,18 +48,22 @@ async def test_the_window_slides(limiter: SlidingWindowLimiter) -> None:
     assert (await limiter.hit(key, limit=1, window_s=1)).allowed
 
 
-async def test_unreachable_redis_fails_open_and_counts() -> None:
-    limiter = SlidingWindowLimiter(redis.Redis(port=9, socket_connect_timeout=0.2), fail_open=True)
+async def test_unreachable_redis_fails_open_and_counts(recorded: Recorded) -> None:
+    limiter = unreachable(recorded, fail_open=True)
     decision = await limiter.hit("t:x", limit=1, window_s=60)
     assert decision.allowed
     assert decision.degraded
     assert limiter.failures == 1
+    assert recorded.value(DECISIONS, limiter="user", decision="failed_open") == 1
+    assert recorded.value(DECISIONS, limiter="user", decision="allowed") == 0
+    assert recorded.value("infergate_redis_errors_total", operation="rate_limit") == 1
 
 
-async def test_unreachable_redis_fails_closed_with_503() -> None:
-    limiter = SlidingWindowLimiter(redis.Redis(port=9, socket_connect_timeout=0.2), fail_open=False)
+async def test_unreachable_redis_fails_closed_with_503(recorded: Recorded) -> None:
+    limiter = unreachable(recorded, fail_open=False)
     with pytest.raises(UpstreamUnavailableError):
         await limiter.hit("t:x", limit=1, window_s=60)
+    assert recorded.value(DECISIONS, limiter="user", decision="failed_closed") == 1
 
 
 async def test_after_a_lowered_limit_nothing_is_negative_and_retry_waits_for_enough_room(

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+from infergate_devstack.cli import observability_wanted
 from infergate_devstack.ports import Ports, env_var
 from infergate_devstack.processes import pid_alive
 
@@ -21,6 +23,7 @@ def _wait_for_line(path: Path, text: str, *, process: subprocess.Popen[bytes]) -
 
 
 def test_run_prints_the_summary_and_stop_ends_it(tmp_path: Path, ollama_banner: str) -> None:
+    """`run` starts Prometheus too (observability is on unless switched off)."""
     ports = Ports.free()
     env = {**os.environ, "OLLAMA_URL": ollama_banner}
     env.update({env_var(name): str(ports.of(name)) for name in Ports.names()})
@@ -31,11 +34,15 @@ def test_run_prints_the_summary_and_stop_ends_it(tmp_path: Path, ollama_banner: 
     try:
         _wait_for_line(output, "InferGate is running", process=run)
         public = f"http://127.0.0.1:{ports.nginx}"
+        prometheus = f"http://127.0.0.1:{ports.prometheus}"
         assert f"curl -s -X POST {public}/v1/register" in output.read_text()
+        assert "Prometheus:" in output.read_text()
+        assert f"{prometheus} (alerts: {prometheus}/alerts)" in output.read_text()
         assert httpx.get(f"{public}/healthz").status_code == 200
+        assert httpx.get(f"{prometheus}/-/ready").status_code == 200
         pid_files = (tmp_path / "data" / "pids").glob("*.json")
         pids = [int(json.loads(path.read_text())["pid"]) for path in pid_files]
-        assert len(pids) == 7
+        assert len(pids) == 8  # redis, mongo, auth, usage, ai, gateway, nginx, prometheus
 
         stopped = subprocess.run([*cli, "stop"], env=env, capture_output=True, text=True)
 
@@ -45,3 +52,22 @@ def test_run_prints_the_summary_and_stop_ends_it(tmp_path: Path, ollama_banner: 
         run.kill()
     assert "devstack: stopped" in output.read_text()
     assert [pid for pid in pids if pid_alive(pid)] == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "variable", "wanted"),
+    [
+        (False, None, True),
+        (True, None, False),
+        (False, "0", False),
+        (False, "off", False),
+        (False, "1", True),
+        (True, "1", False),
+    ],
+)
+def test_observability_is_on_unless_the_flag_or_the_variable_turns_it_off(
+    flag: bool, variable: str | None, wanted: bool
+) -> None:
+    environ = {} if variable is None else {"INFERGATE_OBSERVABILITY": variable}
+
+    assert observability_wanted(disabled_by_flag=flag, environ=environ) is wanted

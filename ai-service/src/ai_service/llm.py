@@ -21,7 +21,9 @@ from infergate_common.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from infergate_common.metrics import counter
 from infergate_common.request_context import REQUEST_ID_HEADER, current_request_id
+from prometheus_client import CollectorRegistry
 
 from ai_service.schemas import GenerateRequest, GenerateResponse
 
@@ -52,6 +54,30 @@ async def _stamp_request_id(request: httpx.Request) -> None:
         request.headers[REQUEST_ID_HEADER] = request_id
 
 
+class ModelTokens:
+    """The model's own token counts, as `infergate_ai_model_tokens_total` (not the billed
+    figures: those are the gateway's `gen_ai_client_token_usage`). The model label is what the
+    gateway asked for, from its allow-list."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._tokens = counter(
+            "infergate_ai_model_tokens_total",
+            "Tokens the model reported (prompt as input, answer as output), by model.",
+            ["gen_ai_token_type", "gen_ai_request_model"],
+            registry=registry,
+        )
+
+    def start_at_zero(self, model: str) -> None:
+        for token_type in ("input", "output"):
+            self._tokens.labels(token_type, model)
+
+    def record(self, result: GenerateResponse) -> None:
+        if result.promptTokens:
+            self._tokens.labels("input", result.model).inc(result.promptTokens)
+        if result.completionTokens:
+            self._tokens.labels("output", result.model).inc(result.completionTokens)
+
+
 class LlmClient:
     def __init__(
         self,
@@ -59,10 +85,14 @@ class LlmClient:
         *,
         default_model: str,
         default_options: Mapping[str, Any] | None = None,
+        tokens: ModelTokens | None = None,
     ) -> None:
         self._client = client
         self._default_model = default_model
         self._default_options = dict(default_options or {})
+        self._tokens = tokens
+        if tokens is not None:
+            tokens.start_at_zero(default_model)
 
     def _request(self, body: GenerateRequest) -> tuple[str, dict[str, Any]]:
         model = body.model or self._default_model
@@ -90,6 +120,8 @@ class LlmClient:
         except LLM_ERRORS as exc:
             raise translate_llm_error(exc, model=model) from exc
         result = _result(response, model=model, output=response.message.content or "")
+        if self._tokens is not None:
+            self._tokens.record(result)
         return result
 
     async def models(self) -> list[str]:
@@ -115,11 +147,15 @@ class LlmClient:
             first = await anext(iterator)
         except LLM_ERRORS as exc:
             raise translate_llm_error(exc, model=model) from exc
-        return _events(first, iterator, model=model)
+        return _events(first, iterator, model=model, tokens=self._tokens)
 
 
 async def _events(
-    first: ollama.ChatResponse, rest: AsyncIterator[ollama.ChatResponse], *, model: str
+    first: ollama.ChatResponse,
+    rest: AsyncIterator[ollama.ChatResponse],
+    *,
+    model: str,
+    tokens: ModelTokens | None,
 ) -> AsyncIterator[bytes]:
     part: ollama.ChatResponse | None = first
     try:
@@ -128,6 +164,8 @@ async def _events(
                 yield _line({"type": "delta", "content": part.message.content})
             if part.done:
                 done = _result(part, model=model, output="")
+                if tokens is not None:
+                    tokens.record(done)
                 yield _line({"type": "done", **done.model_dump(exclude={"output"})})
                 return
             part = await anext(rest, None)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
-from infergate_common.app import READINESS_RESPONSES, ReadinessResponse, create_service_app
+from infergate_common.app import (
+    READINESS_RESPONSES,
+    ReadinessResponse,
+    create_service_app,
+    metrics_registry,
+)
 from infergate_common.internal_auth import INTERNAL_AUTH_RESPONSES, internal_token_guard
+from infergate_common.metrics import lifespan_registry
 
 from ai_service.config import Settings, get_settings
-from ai_service.llm import LlmClient, create_ollama_client
+from ai_service.resources import Resources, open_resources
 from ai_service.routes.ai import router as ai_router
 
 
@@ -40,19 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Resources]]:
         async with AsyncExitStack() as stack:
-            client = create_ollama_client(url=settings.ollama_url, timeout=settings.ollama_timeout)
-            stack.push_async_callback(client.close)
-            defaults = {
-                name: value
-                for name, value in (
-                    ("temperature", settings.default_temperature),
-                    ("seed", settings.default_seed),
-                )
-                if value is not None
-            }
-            yield {"llm": LlmClient(client, default_model=settings.model, default_options=defaults)}
+            registry = lifespan_registry(metrics_registry(app), stack)
+            yield {"resources": open_resources(settings, stack, registry=registry)}
 
     app = create_service_app(
         settings=settings,

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from api_gateway.clients import UsageClient
 from api_gateway.settlement_outbox import SettlementOutbox
 from api_gateway.settler import Settler
+from api_gateway.telemetry import GatewayMetrics
 
 _log = structlog.get_logger("billing")
 _DIRECT_ATTEMPTS = 3
@@ -41,9 +42,16 @@ _DIRECT_ATTEMPTS = 3
 
 class Billing:
     def __init__(
-        self, *, usage: UsageClient, outbox: SettlementOutbox, settler: Settler, mark_ms: int
+        self,
+        *,
+        usage: UsageClient,
+        outbox: SettlementOutbox,
+        settler: Settler,
+        mark_ms: int,
+        metrics: GatewayMetrics,
     ) -> None:
         self._usage = usage
+        self._metrics = metrics
         self._outbox = outbox
         self._settler = settler
         self._mark_ms = mark_ms
@@ -51,14 +59,21 @@ class Billing:
 
     async def reserve(self, request: ReservationRequest) -> Reservation:
         try:
-            return await self._usage.reserve(request)
+            reservation = await self._usage.reserve(request)
         except AppError as exc:
+            self._metrics.reservations.labels(
+                "refused" if exc.status_code == 403 else "failed"
+            ).inc()
             if exc.status_code >= 500:  # it may have been made all the same
                 self._release_unknown(request, RequestStatus.TIMEOUT)
             raise
         except BaseException:
+            self._metrics.reservations.labels("failed").inc()
             self._release_unknown(request, RequestStatus.CANCELLED)
             raise
+        self._metrics.reservations.labels("granted").inc()
+        self._metrics.quota_tokens.labels("reserved").inc(reservation.reserved_tokens)
+        return reservation
 
     def _release_unknown(self, request: ReservationRequest, status: RequestStatus) -> None:
         release = Settlement(
@@ -84,6 +99,7 @@ class Billing:
         try:
             await self._outbox.mark(in_full, deadline_ms=self._mark_ms)
         except RedisError as exc:
+            self._metrics.redis_errors.labels("settlement_outbox").inc()
             _log.warning("stream_mark_failed", error_type=type(exc).__name__)
             return False
         return True
@@ -100,6 +116,16 @@ class Billing:
     async def settle(
         self, settlement: Settlement, *, instead_of: Settlement | None = None, required: bool
     ) -> Settlement:
+        """`_settle`, counted: the settlement that is charged, by outcome and in tokens."""
+        charged = await self._settle(settlement, instead_of=instead_of, required=required)
+        in_full = charged is instead_of and instead_of is not None
+        self._metrics.record_settled(charged, in_full=in_full)
+        self._metrics.record_billed(charged)
+        return charged
+
+    async def _settle(
+        self, settlement: Settlement, *, instead_of: Settlement | None, required: bool
+    ) -> Settlement:
         """Record the settlement durably and have it delivered; the settlement that is charged.
 
         `instead_of` is the stream's mark: when its deadline passed first, the chat is charged in
@@ -108,11 +134,13 @@ class Billing:
         try:
             recorded = await self._outbox.record(settlement, marked=instead_of is not None)
         except RedisError as exc:
+            self._metrics.redis_errors.labels("settlement_outbox").inc()
             _log.warning("settlement_outbox_unavailable", error_type=type(exc).__name__)
             return await self._settle_directly(settlement, required=required)
         if not recorded and instead_of is not None:
             _log.warning("stream_charged_in_full", reservation_id=settlement.reservation_id)
             return instead_of
+        self._metrics.settlements.labels("outbox").inc()
         self._settler.dispatch(settlement)
         return settlement
 
@@ -120,6 +148,7 @@ class Billing:
         for attempt in range(1, _DIRECT_ATTEMPTS + 1):
             try:
                 await self._settler.deliver([settlement])
+                self._metrics.settlements.labels("direct").inc()
                 return settlement
             except AppError as exc:
                 _log.warning("settle_failed", attempt=attempt, code=exc.error_code)
@@ -127,11 +156,13 @@ class Billing:
         if required and settlement.charged_tokens:
             # Nothing was sent: release the reservation (from here, later) and answer 503.
             self._settler.keep(_released(settlement))
+            self._metrics.settlements.labels("kept").inc()
             raise UpstreamUnavailableError(
                 "Billing is unavailable; the answer was not charged and is not sent",
                 code="billing_unavailable",
             )
         self._settler.keep(settlement)
+        self._metrics.settlements.labels("kept").inc()
         return settlement
 
     def _spawn(self, work: Coroutine[Any, Any, Settlement]) -> asyncio.Task[Settlement]:

@@ -27,6 +27,7 @@ from api_gateway.clients import AiClient, UsageClient
 from api_gateway.config import Settings
 from api_gateway.rate_limit_headers import TokenBudget
 from api_gateway.schemas import Generation, ModelCall, VerifiedUser
+from api_gateway.telemetry import GatewayTelemetry, ModelTime
 
 _log = structlog.get_logger("chat")
 WallClock = Callable[[], datetime]
@@ -76,6 +77,8 @@ class ChatTurn:
     request_id: str
     started: float  # perf_counter, for the response time
     started_at: datetime  # wall clock: the chat's month, and its time in the request log
+    telemetry: GatewayTelemetry
+    model_time: ModelTime  # how long the model took (for the gateway's added latency)
 
     @classmethod
     def now(cls, wall_clock: WallClock = lambda: datetime.now(UTC)) -> tuple[float, datetime]:
@@ -144,8 +147,11 @@ class ChatTurn:
     async def complete(self, admitted: Admitted) -> Finished:
         call, reservation = admitted.call, admitted.reservation
         breaker = self.breakers.for_model(call.model)
+        observed = self.telemetry.model_call(call, self.model_time)
         try:
-            generation = await self.ai.generate(call)
+            with observed:
+                generation = await self.ai.generate(call)
+                observed.answered(generation)
         except AppError as exc:
             _judge(breaker, exc)
             await self.billing.settle_shielded(
@@ -179,12 +185,14 @@ class ChatTurn:
         )
         sent, marked = 0, False
         ending: Generation | AppError | None = None  # None: cut off (the client went away)
+        observed = self.telemetry.model_call(call, self.model_time, streamed=True)
         try:
             async with self.ai.stream(call) as events:
                 async for event in events:
                     kind = event.get("type")
                     if kind == "delta":
                         if sent == 0:
+                            observed.first_output()
                             marked = await self.billing.mark_output(in_full)
                         sent += 1
                         yield Delta(str(event["content"]))
@@ -197,6 +205,7 @@ class ChatTurn:
         except AppError as exc:
             ending = exc
         finally:
+            observed.ended(ending, sent)
             _judge(self.breakers.for_model(call.model), ending)
             settlement = await self.billing.settle_shielded(
                 self._stream_settlement(admitted, ending, sent),

@@ -16,6 +16,8 @@ from enum import StrEnum
 import structlog
 from infergate_common.errors import UpstreamUnavailableError
 
+from api_gateway.telemetry import GatewayMetrics
+
 _log = structlog.get_logger("circuit_breaker")
 
 
@@ -32,8 +34,10 @@ class CircuitBreaker:
         threshold: int,
         cooldown_s: float,
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[CircuitState], None] = lambda _: None,
     ) -> None:
         self._threshold = threshold
+        self._on_change = on_change
         self._cooldown_s = cooldown_s
         self._clock = clock
         self._failures = 0
@@ -78,19 +82,26 @@ class CircuitBreaker:
     def _move(self, state: CircuitState) -> None:
         _log.warning("circuit_state_changed", previous=self.state.value, state=state.value)
         self.state = state
+        self._on_change(state)
 
 
 class CircuitBreakers:
-    """One breaker per model (the allow-list bounds how many), made on first use."""
+    """One breaker per model (the allow-list bounds how many), made on first use; each state
+    change is shown in `infergate_circuit_breaker_state`."""
 
-    def __init__(self, *, threshold: int, cooldown_s: float) -> None:
+    def __init__(self, *, threshold: int, cooldown_s: float, metrics: GatewayMetrics) -> None:
         self._threshold = threshold
         self._cooldown_s = cooldown_s
+        self._metrics = metrics
         self._breakers: dict[str, CircuitBreaker] = {}
 
     def for_model(self, model: str) -> CircuitBreaker:
         breaker = self._breakers.get(model)
         if breaker is None:
-            breaker = CircuitBreaker(threshold=self._threshold, cooldown_s=self._cooldown_s)
+            breaker = CircuitBreaker(
+                threshold=self._threshold,
+                cooldown_s=self._cooldown_s,
+                on_change=lambda state: self._metrics.set_circuit_state(model, state.value),
+            )
             self._breakers[model] = breaker
         return breaker

@@ -16,6 +16,7 @@ from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings
 from api_gateway.key_lifecycle import KeyLifecycle
 from api_gateway.models import ModelCatalog
+from api_gateway.overhead import track_model_time
 from api_gateway.rate_limit import SlidingWindowLimiter
 from api_gateway.resources import Resources
 from api_gateway.schemas import VerifiedUser
@@ -56,6 +57,10 @@ async def get_limiter(resources: ResourcesDep) -> SlidingWindowLimiter:
     return resources.limiter
 
 
+async def get_registrations(resources: ResourcesDep) -> SlidingWindowLimiter:
+    return resources.registrations
+
+
 async def get_catalog(resources: ResourcesDep) -> ModelCatalog:
     return resources.catalog
 
@@ -73,6 +78,7 @@ AuthClientDep = Annotated[AuthClient, Depends(get_auth_client)]
 UsageClientDep = Annotated[UsageClient, Depends(get_usage_client)]
 AiClientDep = Annotated[AiClient, Depends(get_ai_client)]
 LimiterDep = Annotated[SlidingWindowLimiter, Depends(get_limiter)]
+RegistrationLimiterDep = Annotated[SlidingWindowLimiter, Depends(get_registrations)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 KeysDep = Annotated[KeyLifecycle, Depends(get_keys)]
 SettlerDep = Annotated[Settler, Depends(get_settler)]
@@ -149,6 +155,8 @@ async def new_chat_turn(request: Request, user: CurrentUser) -> ChatTurn:
         request_id=cast(str, request.scope["state"]["request_id"]),
         started=started,
         started_at=started_at,
+        telemetry=resources.telemetry,
+        model_time=track_model_time(request.scope),
     )
 
 

@@ -25,6 +25,7 @@ import anyio
 import structlog
 from infergate_common.errors import AppError, UnauthorizedError
 from infergate_common.validation import is_api_key
+from prometheus_client import Counter
 
 from api_gateway.auth_failures import AuthFailures
 from api_gateway.clients import AuthClient, UserChange
@@ -50,8 +51,12 @@ class KeyLifecycle:
         versions: KeyVersions,
         failures: AuthFailures,
         follow_interval_s: float,
+        lookups: Counter,
     ) -> None:
+        """`lookups`: infergate_key_cache_lookups_total, by result (hit or miss)."""
         self._auth = auth
+        self._hits = lookups.labels("hit")
+        self._misses = lookups.labels("miss")
         self._cache = cache
         self._versions = versions
         self._failures = failures
@@ -68,7 +73,9 @@ class KeyLifecycle:
         if cached is not None and await self._versions.is_current(
             cached.user.userId, cached.version, presented
         ):
+            self._hits.inc()
             return cached.user
+        self._misses.inc()
         await self._failures.check(network)
         started = self._cache.now()
         try:

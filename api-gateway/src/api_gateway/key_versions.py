@@ -22,6 +22,7 @@ import hashlib
 
 import redis.asyncio as redis
 import structlog
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 _log = structlog.get_logger("key_versions")
@@ -47,8 +48,10 @@ return {latest, doubt}
 
 
 class KeyVersions:
-    def __init__(self, client: redis.Redis, *, keep_seconds: int) -> None:
+    def __init__(self, client: redis.Redis, *, keep_seconds: int, errors: Counter) -> None:
+        """`errors` counts the Redis calls that failed."""
         self._client = client
+        self._errors = errors
         self._announce = client.register_script(_ANNOUNCE)
         self._keep = max(1, keep_seconds)
 
@@ -58,6 +61,7 @@ class KeyVersions:
         try:
             latest, doubt = await self._client.mget(_PREFIX + user_id, _doubt_key(api_key))
         except RedisError as exc:
+            self._errors.inc()
             _log.debug("key_version_unavailable", error_type=type(exc).__name__)
             return False
         return latest is not None and int(latest) <= version and doubt is None
@@ -67,6 +71,7 @@ class KeyVersions:
         try:
             await self._client.set(_doubt_key(api_key), 1, px=max(1, int(seconds * 1000)))
         except RedisError as exc:
+            self._errors.inc()
             _log.warning("key_doubt_not_recorded", error_type=type(exc).__name__)
 
     async def announce(self, user_id: str, version: int) -> int | None:
@@ -88,6 +93,7 @@ class KeyVersions:
                 keys=[_PREFIX + user_id, *extra_keys], args=[version, self._keep]
             )
         except RedisError as exc:
+            self._errors.inc()
             _log.warning("key_version_not_announced", error_type=type(exc).__name__)
             return None, True
         return int(latest), bool(doubt)

@@ -7,10 +7,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from infergate_common.app import create_service_app
+from infergate_common.app import create_service_app, metrics_registry
 
 from api_gateway.config import Settings, get_settings
 from api_gateway.openai_errors import render_gateway_error
+from api_gateway.overhead import OverheadMiddleware
 from api_gateway.rate_limit_headers import RateLimitHeadersMiddleware
 from api_gateway.resources import Resources, open_resources
 from api_gateway.routes.admin import router as admin_router
@@ -29,9 +30,13 @@ def create_app(
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Resources]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Resources]]:
         async with AsyncExitStack() as stack:
-            yield {"resources": open_resources(settings, stack, transport=transport)}
+            yield {
+                "resources": open_resources(
+                    settings, stack, registry=metrics_registry(app), transport=transport
+                )
+            }
 
     app = create_service_app(
         settings=settings,
@@ -42,6 +47,7 @@ def create_app(
         render_error=render_gateway_error,
     )
     app.add_middleware(RateLimitHeadersMiddleware)
+    app.add_middleware(OverheadMiddleware)
     app.include_router(health_router)
     app.include_router(public_router)
     app.include_router(openai_router)

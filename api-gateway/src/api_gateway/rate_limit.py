@@ -17,6 +17,8 @@ import structlog
 from infergate_common.errors import UpstreamUnavailableError
 from redis.exceptions import RedisError
 
+from api_gateway.telemetry import GatewayMetrics
+
 _log = structlog.get_logger("rate_limit")
 
 # KEYS[1] = the window's sorted set; ARGV = window_ms, limit, unique member, record (1) or
@@ -63,15 +65,33 @@ class Decision:
 
 
 class SlidingWindowLimiter:
-    def __init__(self, client: redis.Redis, *, fail_open: bool) -> None:
+    """`name` labels its decisions in the metrics (`infergate_rate_limit_decisions_total`)."""
+
+    def __init__(
+        self, client: redis.Redis, *, fail_open: bool, name: str, metrics: GatewayMetrics
+    ) -> None:
         self._client = client
         self._script = client.register_script(_SLIDING_WINDOW)
         self._fail_open = fail_open
         self.failures = 0
+        self._metrics = metrics
+        self._decisions = {
+            decision: metrics.rate_limit_decisions.labels(name, decision)
+            for decision in ("allowed", "limited", "failed_open", "failed_closed")
+        }
 
     async def hit(self, key: str, *, limit: int, window_s: int) -> Decision:
         """Count one request against `key`; refuse it when the window is full."""
-        return await self._run(key, limit=limit, window_s=window_s, record=True)
+        try:
+            decision = await self._run(key, limit=limit, window_s=window_s, record=True)
+        except UpstreamUnavailableError:
+            self._decisions["failed_closed"].inc()
+            raise
+        if decision.degraded:
+            self._decisions["failed_open"].inc()
+        else:
+            self._decisions["allowed" if decision.allowed else "limited"].inc()
+        return decision
 
     async def peek(self, key: str, *, limit: int, window_s: int) -> Decision | None:
         """The window's state without counting a request (for the headers of other calls);
@@ -90,6 +110,7 @@ class SlidingWindowLimiter:
         try:
             await self._client.zrem(key, decision.member)
         except RedisError as exc:
+            self._metrics.redis_errors.labels("rate_limit").inc()
             _log.warning("rate_limit_refund_failed", error_type=type(exc).__name__)
             return decision
         return dataclasses.replace(decision, remaining=decision.remaining + 1, member=None)
@@ -103,6 +124,7 @@ class SlidingWindowLimiter:
                 keys=[key], args=[window_s * 1000, limit, member, int(record)]
             )
         except RedisError as exc:
+            self._metrics.redis_errors.labels("rate_limit").inc()
             if quiet:
                 raise
             self.failures += 1

@@ -17,8 +17,10 @@ import httpx
 import redis.asyncio as redis
 from infergate_common.errors import AppError
 from infergate_common.http_client import InternalServiceClient, build_internal_client
+from infergate_common.metrics import lifespan_registry
 from infergate_common.tasks import cancel_and_wait
 from infergate_common.wire import Wire
+from prometheus_client import CollectorRegistry
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
@@ -36,6 +38,7 @@ from api_gateway.rate_limit import SlidingWindowLimiter
 from api_gateway.readiness import Readiness
 from api_gateway.settlement_outbox import SettlementOutbox
 from api_gateway.settler import Settler
+from api_gateway.telemetry import GatewayTelemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,18 +48,30 @@ class Resources:
     usage: UsageClient
     ai: AiClient
     redis: redis.Redis
-    limiter: SlidingWindowLimiter
+    limiter: SlidingWindowLimiter  # the users' chat limit
+    registrations: SlidingWindowLimiter  # registrations per client network
     breakers: CircuitBreakers
     catalog: ModelCatalog
     keys: KeyLifecycle
     billing: Billing
     settler: Settler
     readiness: Readiness
+    telemetry: GatewayTelemetry
 
 
 def open_resources(
-    settings: Settings, stack: AsyncExitStack, *, transport: httpx.AsyncBaseTransport | None
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    registry: CollectorRegistry,
+    transport: httpx.AsyncBaseTransport | None,
 ) -> Resources:
+    """Everything the gateway keeps for its life; its metrics go to `registry` (/metrics)."""
+    telemetry = GatewayTelemetry.create(
+        lifespan_registry(registry, stack), models=settings.allowed_models
+    )
+    metrics = telemetry.metrics
+
     def wire(url: str, timeout: float) -> Wire:
         made = build_internal_client(
             base_url=url,
@@ -67,29 +82,42 @@ def open_resources(
         stack.push_async_callback(made.close)
         return made
 
-    auth = AuthClient(wire(settings.auth_service_url, settings.auth_timeout))
-    usage = UsageClient(wire(settings.usage_service_url, settings.usage_timeout))
-    ai = AiClient(wire(settings.ai_service_url, settings.ai_timeout))
+    calls = metrics.internal_calls
+    auth = AuthClient(wire(settings.auth_service_url, settings.auth_timeout), metrics=calls)
+    usage = UsageClient(wire(settings.usage_service_url, settings.usage_timeout), metrics=calls)
+    ai = AiClient(wire(settings.ai_service_url, settings.ai_timeout), metrics=calls)
     store = _redis(settings)
     stack.push_async_callback(store.aclose)
-    limiter = SlidingWindowLimiter(store, fail_open=settings.rate_limit_failure_mode == "open")
+    fail_open = settings.rate_limit_failure_mode == "open"
     keys = KeyLifecycle(
         auth=auth,
         cache=VerifiedKeyCache(ttl_seconds=settings.key_cache_seconds),
-        versions=KeyVersions(store, keep_seconds=KEY_VERSION_SECONDS),
+        versions=KeyVersions(
+            store,
+            keep_seconds=KEY_VERSION_SECONDS,
+            errors=metrics.redis_errors.labels("key_versions"),
+        ),
         failures=AuthFailures(
-            SlidingWindowLimiter(store, fail_open=True),
+            SlidingWindowLimiter(store, fail_open=True, name="auth_failures", metrics=metrics),
             limit=settings.auth_failure_rate_limit,
             window_s=settings.auth_failure_rate_window,
         ),
         follow_interval_s=settings.key_changes_seconds,
+        lookups=metrics.key_cache,
     )
     outbox = SettlementOutbox(store, lease_ms=int(settings.settlement_retry_seconds * 1000))
     settler = Settler(
-        usage=usage, outbox=outbox, claim_interval_s=settings.settlement_claim_seconds
+        usage=usage,
+        outbox=outbox,
+        claim_interval_s=settings.settlement_claim_seconds,
+        metrics=metrics,
     )
     billing = Billing(
-        usage=usage, outbox=outbox, settler=settler, mark_ms=settings.chat_deadline_seconds * 1000
+        usage=usage,
+        outbox=outbox,
+        settler=settler,
+        mark_ms=settings.chat_deadline_seconds * 1000,
+        metrics=metrics,
     )
     _run_in_background(stack, keys.follow_changes())
     settler.start()
@@ -103,10 +131,14 @@ def open_resources(
         usage=usage,
         ai=ai,
         redis=store,
-        limiter=limiter,
+        limiter=SlidingWindowLimiter(store, fail_open=fail_open, name="user", metrics=metrics),
+        registrations=SlidingWindowLimiter(
+            store, fail_open=fail_open, name="registration", metrics=metrics
+        ),
         breakers=CircuitBreakers(
             threshold=settings.circuit_failure_threshold,
             cooldown_s=settings.circuit_cooldown_seconds,
+            metrics=metrics,
         ),
         catalog=ModelCatalog(settings.allowed_models, default=settings.model),
         keys=keys,
@@ -120,6 +152,7 @@ def open_resources(
                 "ai": lambda: _service_ready(ai),
             }
         ),
+        telemetry=telemetry,
     )
 
 

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from api_gateway.clients import UsageClient
 from api_gateway.settlement_outbox import SettlementOutbox
+from api_gateway.telemetry import GatewayMetrics
 
 _log = structlog.get_logger("settler")
 _BATCH = 256
@@ -35,9 +36,15 @@ _BATCH = 256
 
 class Settler:
     def __init__(
-        self, *, usage: UsageClient, outbox: SettlementOutbox, claim_interval_s: float
+        self,
+        *,
+        usage: UsageClient,
+        outbox: SettlementOutbox,
+        claim_interval_s: float,
+        metrics: GatewayMetrics,
     ) -> None:
         self._usage = usage
+        self._metrics = metrics
         self._outbox = outbox
         self._claim_interval_s = claim_interval_s
         self._queue: list[Settlement] = []  # recorded, to deliver now
@@ -104,6 +111,7 @@ class Settler:
             await self.deliver(batch)
             await self._outbox.acknowledge([s.reservation_id for s in batch])
         except (AppError, RedisError) as exc:
+            self._count_redis_error(exc)
             # Still in the outbox: claimed again once its lease runs out.
             _log.warning("settlement_delivery_failed", count=len(batch), error=str(exc))
         finally:
@@ -130,6 +138,7 @@ class Settler:
             try:
                 due = await self._outbox.claim(limit=_BATCH)
             except (RedisError, ValidationError) as exc:
+                self._count_redis_error(exc)
                 _log.warning("settlement_claim_unavailable", error_type=type(exc).__name__)
                 return delivered
             if not due:
@@ -138,9 +147,11 @@ class Settler:
                 await self.deliver(due)
                 await self._outbox.acknowledge([s.reservation_id for s in due])
             except (AppError, RedisError) as exc:
+                self._count_redis_error(exc)
                 _log.warning("settlement_delivery_failed", count=len(due), error=str(exc))
                 return delivered
             delivered += len(due)
+            self._metrics.settlements.labels("recovered").inc(len(due))
             _log.info("settlements_recovered", count=len(due))
 
     async def _retry_unrecorded(self) -> bool:
@@ -149,7 +160,8 @@ class Settler:
         for rid, settlement in list(self._unrecorded.items()):
             try:
                 await self._outbox.record(settlement, marked=False)
-            except RedisError:
+            except RedisError as exc:
+                self._count_redis_error(exc)
                 try:
                     await self.deliver([settlement])
                 except AppError:
@@ -158,3 +170,7 @@ class Settler:
                 self.dispatch(settlement)
             del self._unrecorded[rid]
         return not self._unrecorded
+
+    def _count_redis_error(self, exc: Exception) -> None:
+        if isinstance(exc, RedisError):
+            self._metrics.redis_errors.labels("settlement_outbox").inc()

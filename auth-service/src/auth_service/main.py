@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI
-from infergate_common.app import create_service_app
+from infergate_common.app import create_service_app, metrics_registry
 from infergate_common.internal_auth import INTERNAL_AUTH_RESPONSES, internal_token_guard
+from infergate_common.metrics import lifespan_registry
 from infergate_common.mongo import (
     DATABASE_ERROR_RESPONSES,
     install_mongo_error_handler,
-    open_mongo,
     readiness_router,
 )
 
 from auth_service.config import Settings, get_settings
-from auth_service.idempotency import IdempotencyRecords
-from auth_service.repository import UserRepository
+from auth_service.deps import get_mongo
+from auth_service.resources import Resources, open_resources
 from auth_service.routes.auth import router as auth_router
 from auth_service.routes.changes import router as changes_router
 from auth_service.routes.keys import router as keys_router
@@ -29,19 +28,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Resources]]:
         async with AsyncExitStack() as stack:
-            client, db = open_mongo(
-                settings.mongo_uri,
-                default_db="infergate-auth",
-                timeout_ms=settings.mongo_timeout_ms,
-            )
-            stack.push_async_callback(client.close)
-            users = UserRepository(db["users"])
-            idempotency = IdempotencyRecords(db["idempotency"])
-            await users.ensure_indexes()
-            await idempotency.ensure_indexes()
-            yield {"users": users, "idempotency": idempotency, "mongo": client}
+            registry = lifespan_registry(metrics_registry(app), stack)
+            yield {"resources": await open_resources(settings, stack, registry=registry)}
 
     app = create_service_app(
         settings=settings,
@@ -50,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Internal: API key issuance, verification, rotation and revocation; users.",
     )
     install_mongo_error_handler(app)
-    app.include_router(readiness_router())
+    app.include_router(readiness_router(get_mongo))
     guard = [Depends(internal_token_guard(settings.internal_token))]
     errors = {**INTERNAL_AUTH_RESPONSES, **DATABASE_ERROR_RESPONSES}
     for router in (auth_router, keys_router, users_router, changes_router):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from starlette.types import Lifespan
 
@@ -19,8 +20,10 @@ from infergate_common.errors import (
 )
 from infergate_common.gc_tuning import with_gc_tuning
 from infergate_common.logs import configure_logging
+from infergate_common.metrics import HttpMetrics, MetricsOff, metrics_router
 from infergate_common.request_context import RequestContextMiddleware
 from infergate_common.settings import ServiceSettings
+from infergate_common.tracing import configure_tracing, trace_requests
 
 
 class HealthResponse(BaseModel):
@@ -41,6 +44,8 @@ class ReadinessResponse(BaseModel):
     checks: dict[str, str]
     message: str | None = None
 
+
+R = TypeVar("R")
 
 READINESS_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"model": ReadinessResponse, "description": "Not ready"}
@@ -107,8 +112,12 @@ def create_service_app(
     public_docs: bool = True,
 ) -> FastAPI:
     """A FastAPI app with InferGate's middleware, error handlers and health routes."""
+    tracing = configure_tracing(settings.service_name)  # only with OTEL_EXPORTER_OTLP_ENDPOINT
     configure_logging(
-        service=settings.service_name, level=settings.log_level, fmt=settings.log_format
+        service=settings.service_name,
+        level=settings.log_level,
+        fmt=settings.log_format,
+        trace_ids=tracing,
     )
     app = ServiceApp(
         title=title,
@@ -119,7 +128,39 @@ def create_service_app(
         redoc_url=None,
     )
     app.state.settings = settings
+    # This app's metrics (served at /metrics); what else a service records goes in it too.
+    on = settings.metrics_enabled
+    registry = CollectorRegistry(auto_describe=True) if on else MetricsOff()
+    app.state.metrics_registry = registry
     install_error_handlers(app, field_messages=field_messages, render=render_error)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=HttpMetrics.create(registry) if on else None,
+        service=settings.service_name,
+    )
     app.include_router(_health_router(settings.service_name))
+    if on:
+        app.include_router(metrics_router(registry))
+    if tracing:
+        trace_requests(app)
     return app
+
+
+def metrics_registry(app: FastAPI) -> CollectorRegistry:
+    """The registry `create_service_app` made for `app` (to add a service's own metrics)."""
+    registry: CollectorRegistry = app.state.metrics_registry
+    return registry
+
+
+def resources_dependency(kind: type[R]) -> Callable[[Request], Awaitable[R]]:
+    """The dependency that hands routes a service's long-lived objects: one frozen container of
+    type `kind`, made by the service's `open_resources` and yielded by its lifespan as
+    `{"resources": ...}`."""
+
+    async def resources(request: Request) -> R:
+        found = request.state.resources
+        if not isinstance(found, kind):
+            raise TypeError(f"the lifespan yielded no {kind.__name__}")
+        return found
+
+    return resources

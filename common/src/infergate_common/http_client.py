@@ -8,6 +8,7 @@ matching local error.
 from __future__ import annotations
 
 import json as jsonlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from infergate_common.errors import (
     error_for_status,
 )
 from infergate_common.internal_auth import INTERNAL_TOKEN_HEADER
+from infergate_common.metrics import InternalCallMetrics
 from infergate_common.wire import (
     AiohttpWire,
     HttpxWire,
@@ -54,8 +56,9 @@ class InternalServiceClient:
     service: str = "internal service"
     timeout_message: str | None = None
 
-    def __init__(self, wire: Wire) -> None:
+    def __init__(self, wire: Wire, *, metrics: InternalCallMetrics | None = None) -> None:
         self._wire = wire
+        self._metrics = metrics
 
     async def call(
         self,
@@ -67,14 +70,18 @@ class InternalServiceClient:
         call_timeout: float | None = None,
     ) -> Any:
         """Send one request and return the decoded JSON body, or raise the matching AppError."""
+        started = time.perf_counter()
         try:
             response = await self._wire.send(
                 method, path, json=json, params=params, seconds=call_timeout
             )
         except WireTimeoutError as exc:
+            self._observe(started, failure="timeout")
             raise self._timed_out() from exc
         except WireUnavailableError as exc:
+            self._observe(started, failure="unavailable")
             raise UpstreamUnavailableError(f"{self.service} unavailable") from exc
+        self._observe(started, failure="status" if response.status >= 500 else None)
         if response.status >= 400:
             raise self.translate_error(response.status, response.body)
         try:
@@ -85,16 +92,30 @@ class InternalServiceClient:
     @asynccontextmanager
     async def stream_lines(self, path: str, *, json: Any) -> AsyncIterator[AsyncIterator[Any]]:
         """POST and yield the decoded NDJSON lines of the answer; errors before it are raised."""
+        started = time.perf_counter()
         try:
             async with self._wire.stream(path, json=json) as response:
+                # A stream's call lasts until its answer starts: what follows is the model's.
+                failed = response.status >= 500
+                self._observe(started, failure="status" if failed else None)
                 if response.status >= 400:
                     body = b"".join([chunk async for chunk in response.chunks])
                     raise self.translate_error(response.status, body)
                 yield _decoded_lines(response.chunks)
         except WireTimeoutError as exc:
+            self._observe(started, failure="timeout")
             raise self._timed_out() from exc
         except WireUnavailableError as exc:
+            self._observe(started, failure="unavailable")
             raise UpstreamUnavailableError(f"{self.service} unavailable") from exc
+
+    def _observe(self, started: float, *, failure: str | None) -> None:
+        if self._metrics is None:
+            return
+        outcome = "ok" if failure is None else "error"
+        self._metrics.duration.labels(self.service, outcome).observe(time.perf_counter() - started)
+        if failure is not None:
+            self._metrics.errors.labels(self.service, failure).inc()
 
     def _timed_out(self) -> UpstreamTimeoutError:
         return UpstreamTimeoutError(self.timeout_message or f"{self.service} timed out")

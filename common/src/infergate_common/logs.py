@@ -1,7 +1,9 @@
 """structlog configured once: JSON lines in containers and CI, console output on a terminal.
 
 uvicorn's, httpx's and pymongo's standard-library loggers go through the same formatter, so every
-line a service prints has one shape and carries the bound request id.
+line a service prints has one shape and carries the bound request id. When the process traces
+(see `tracing.py`), a line written inside a recorded trace also carries its `trace_id` and
+`span_id` (hex, as trace backends show them), next to `request_id`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 from infergate_common.settings import LogFormat
 
@@ -24,8 +27,23 @@ def _uppercase_level(_: Any, __: str, event_dict: structlog.typing.EventDict) ->
     return event_dict
 
 
-def configure_logging(*, service: str, level: str = "info", fmt: LogFormat = "auto") -> None:
-    """Configure structlog and the standard library root logger for this process."""
+def add_trace_ids(_: Any, __: str, event_dict: structlog.typing.EventDict) -> Any:
+    """The current span's ids when its trace is recorded (sampled); a line outside any traced
+    request gets none. Sampled, not `is_recording()`: the server span ends with the response,
+    before the access line is written, and that line belongs to the trace too."""
+    context = trace.get_current_span().get_span_context()
+    if context.trace_flags.sampled:
+        event_dict["trace_id"] = trace.format_trace_id(context.trace_id)
+        event_dict["span_id"] = trace.format_span_id(context.span_id)
+    return event_dict
+
+
+def configure_logging(
+    *, service: str, level: str = "info", fmt: LogFormat = "auto", trace_ids: bool = False
+) -> None:
+    """Configure structlog and the standard library root logger for this process.
+
+    `trace_ids`: add the current span's ids to each line (only when the process traces)."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
 
     def add_service(_: Any, __: str, event_dict: structlog.typing.EventDict) -> Any:
@@ -34,6 +52,7 @@ def configure_logging(*, service: str, level: str = "info", fmt: LogFormat = "au
 
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        *([add_trace_ids] if trace_ids else []),
         structlog.stdlib.add_log_level,
         _uppercase_level,
         add_service,

@@ -6,9 +6,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pymongo import AsyncMongoClient
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     AutoReconnect,
@@ -22,6 +23,7 @@ from pymongo.errors import (
 
 from infergate_common.app import READINESS_RESPONSES, ReadinessResponse
 from infergate_common.errors import error_body, error_responses
+from infergate_common.metrics import MetricsOff, counter
 
 _log = structlog.get_logger("mongo")
 T = TypeVar("T")
@@ -29,9 +31,55 @@ T = TypeVar("T")
 DATABASE_ERROR_RESPONSES = error_responses(503)
 
 
+Mongo = AsyncMongoClient[dict[str, Any]]
+
+
+class MongoErrors(monitoring.CommandListener, monitoring.ServerHeartbeatListener):
+    """Counts what failed at the database (PyMongo's monitoring events): commands by name, and
+    the client's heartbeats to the server (`heartbeat`: the server cannot be reached), as
+    `infergate_mongo_errors_total{service,command}`. Command names are PyMongo's (bounded)."""
+
+    def __init__(self, registry: CollectorRegistry, *, service: str) -> None:
+        self._errors = counter(
+            "infergate_mongo_errors_total",
+            "MongoDB commands that failed, by command (heartbeat: the server is unreachable).",
+            ["service", "command"],
+            registry=registry,
+        )
+        self._service = service
+        self._heartbeats = self._errors.labels(service, "heartbeat")  # at 0 from the start
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry, *, service: str) -> MongoErrors | None:
+        """The listener for `registry`; None when metrics are off (no events are published)."""
+        return None if isinstance(registry, MetricsOff) else cls(registry, service=service)
+
+    def started(self, event: Any) -> None:
+        """Nothing to count (the listener's method for both event kinds)."""
+
+    def succeeded(self, event: Any) -> None:
+        """Nothing to count."""
+
+    def failed(self, event: Any) -> None:
+        if isinstance(event, monitoring.ServerHeartbeatFailedEvent):
+            self._heartbeats.inc()
+        elif _code(event) not in _ANSWERS:
+            self._errors.labels(self._service, event.command_name).inc()
+
+
+# Failures that are answers (listing the indexes of a collection not created yet).
+_ANSWERS = frozenset({26})  # NamespaceNotFound
+
+
+def _code(event: monitoring.CommandFailedEvent) -> int | None:
+    failure = event.failure
+    code = failure.get("code") if isinstance(failure, dict) else None
+    return code if isinstance(code, int) else None
+
+
 def open_mongo(
-    uri: str, *, default_db: str, timeout_ms: int
-) -> tuple[AsyncMongoClient[dict[str, Any]], AsyncDatabase[dict[str, Any]]]:
+    uri: str, *, default_db: str, timeout_ms: int, errors: MongoErrors | None = None
+) -> tuple[Mongo, AsyncDatabase[dict[str, Any]]]:
     """A client with bounded timeouts (so a stopped server means a quick 503, never a hang).
 
     `timeoutMS` bounds each whole operation, retries included, so it must stay below the
@@ -45,6 +93,7 @@ def open_mongo(
         minPoolSize=4,
         tz_aware=True,
         appname="infergate",
+        event_listeners=[errors] if errors is not None else [],
     )
     return client, client.get_default_database(default=default_db)
 
@@ -60,14 +109,14 @@ def install_mongo_error_handler(app: FastAPI) -> None:
         app.add_exception_handler(error, on_database_error)
 
 
-def readiness_router() -> APIRouter:
-    """`GET /readyz` for a Mongo-backed service: 200 when the database answers a ping, else 503."""
+def readiness_router(mongo: Callable[..., Awaitable[Mongo]]) -> APIRouter:
+    """`GET /readyz` for a Mongo-backed service: 200 when the database answers a ping, else 503.
+    `mongo` is the dependency that gives the service's client."""
     router = APIRouter(tags=["health"])
 
     @router.get("/readyz", response_model=ReadinessResponse, responses=READINESS_RESPONSES)
-    async def readyz(request: Request) -> JSONResponse:
+    async def readyz(client: Mongo = Depends(mongo)) -> JSONResponse:  # noqa: B008 - `mongo` is local
         """Readiness: the database answers."""
-        client: AsyncMongoClient[dict[str, Any]] = request.state.mongo
         try:
             await client.admin.command("ping")
         except PyMongoError as exc:

@@ -15,9 +15,13 @@ from contextvars import ContextVar
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infergate_common.metrics import HttpMetrics, status_class
+
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-_QUIET_PATHS = frozenset({"/health", "/healthz", "/readyz"})
+_QUIET_PATHS = frozenset({"/health", "/healthz", "/readyz", "/metrics"})
+# Methods as labels: any other token a client sends is counted as "other" (bounded series).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _log = structlog.get_logger("access")
 
@@ -46,10 +50,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Bind the request id, echo it, and write one access line per HTTP request."""
+    """Bind the request id, echo it, write one access line per HTTP request, and count it."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics | None, service: str) -> None:
         self.app = app
+        self.metrics = metrics
+        self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,6 +83,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
             path = scope.get("path", "")
             log = _log.debug if path in _QUIET_PATHS and status < 400 else _log.info
             log(
@@ -84,7 +91,18 @@ class RequestContextMiddleware:
                 method=scope.get("method"),
                 path=path,
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
             )
+            if self.metrics is not None:
+                self._count(self.metrics, scope, status, seconds)
             structlog.contextvars.clear_contextvars()
             _request_id.reset(token)
+
+    def _count(self, metrics: HttpMetrics, scope: Scope, status: int, seconds: float) -> None:
+        # The route's template (bounded), never the raw path.
+        route = getattr(scope.get("route"), "path", "unmatched")
+        method = scope.get("method", "")
+        method = method if method in _METHODS else "other"
+        labels = (self.service, route, method)
+        metrics.requests.labels(*labels, status_class(status)).inc()
+        metrics.duration.labels(*labels).observe(seconds)

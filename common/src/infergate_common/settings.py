@@ -22,6 +22,8 @@ class ServiceSettings(BaseSettings):
     port: int
     # Shared secret the internal services require on every call (header x-internal-token).
     internal_token: SecretStr
+    # Prometheus metrics at GET /metrics; false: nothing is recorded and /metrics is a 404.
+    metrics_enabled: bool = True
 
     @field_validator("internal_token")
     @classmethod

@@ -1,9 +1,10 @@
 """`python -m infergate_devstack run | stop | install`: the local stack from a terminal.
 
-Ports come from NGINX_PORT, GATEWAY_PORT, AUTH_PORT, USAGE_PORT, AI_PORT, REDIS_PORT, MONGO_PORT
-and LLM_PORT (defaults 8080, 4000-4003, 6379, 27017, 11434); OLLAMA_URL names an Ollama to use
-instead of the embedded model. Every other variable reaches the services unchanged, so
-`REGISTRATION_RATE_LIMIT=1000 make run` configures the gateway."""
+Ports come from NGINX_PORT, GATEWAY_PORT, AUTH_PORT, USAGE_PORT, AI_PORT, REDIS_PORT, MONGO_PORT,
+LLM_PORT and PROMETHEUS_PORT (defaults 8080, 4000-4003, 6379, 27017, 11434, 9090); OLLAMA_URL names
+an Ollama to use instead of the embedded model. `run` starts Prometheus too, unless
+`--no-observability` or INFERGATE_OBSERVABILITY=0. Every other variable reaches the services
+unchanged, so `REGISTRATION_RATE_LIMIT=1000 make run` configures the gateway."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -33,6 +34,8 @@ _USER_ERRORS = (
     AlreadyRunningError,
     TimeoutError,
 )
+# INFERGATE_OBSERVABILITY values that turn Prometheus off.
+_OFF = frozenset({"0", "false", "no", "off"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,7 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir: Path = args.data_dir.resolve()
     try:
         if args.command == "run":
-            return run(data_dir, gateway_replicas=args.gateway_replicas)
+            observability = observability_wanted(
+                disabled_by_flag=args.no_observability, environ=os.environ
+            )
+            return run(
+                data_dir, gateway_replicas=args.gateway_replicas, observability=observability
+            )
         if args.command == "stop":
             return stop(data_dir)
         return install_prerequisites(with_llm=args.llm)
@@ -60,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="start the stack and wait for Ctrl-C")
     run_parser.add_argument("--gateway-replicas", type=int, default=1, metavar="N")
+    run_parser.add_argument(
+        "--no-observability",
+        action="store_true",
+        help="do not start Prometheus (also INFERGATE_OBSERVABILITY=0)",
+    )
     commands.add_parser("stop", help="stop a stack started by `run`")
     install_parser = commands.add_parser("install", help="install missing prerequisites")
     install_parser.add_argument(
@@ -68,7 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(data_dir: Path, *, gateway_replicas: int) -> int:
+def observability_wanted(*, disabled_by_flag: bool, environ: Mapping[str, str]) -> bool:
+    """Prometheus runs unless `--no-observability` or INFERGATE_OBSERVABILITY is 0/false/no/off."""
+    setting = environ.get("INFERGATE_OBSERVABILITY", "1").strip().lower()
+    return not disabled_by_flag and setting not in _OFF
+
+
+def run(data_dir: Path, *, gateway_replicas: int, observability: bool) -> int:
     """Start everything, print the summary, wait for Ctrl-C or SIGTERM, stop everything."""
     runfile = RunFile(data_dir)
     runfile.claim()
@@ -78,6 +97,7 @@ def run(data_dir: Path, *, gateway_replicas: int) -> int:
         ports=ports,
         ollama_url=os.environ.get("OLLAMA_URL") or f"http://{HOST}:{ports.llm}",
         gateway_replicas=gateway_replicas,
+        observability=observability,
     )
     stack = Stack(config)
     # Both explicitly: a shell starting us in the background may have left SIGINT ignored.

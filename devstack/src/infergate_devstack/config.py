@@ -10,7 +10,8 @@ from pathlib import Path
 from infergate_devstack.ports import Ports
 
 # In start order. A Stack may run a subset (`only=`).
-COMPONENTS = ("redis", "mongo", "llm", "auth", "usage", "ai", "gateway", "nginx")
+# "prometheus" runs only with `StackConfig.observability` (the CLI's default, off for tests).
+COMPONENTS = ("redis", "mongo", "llm", "auth", "usage", "ai", "gateway", "nginx", "prometheus")
 
 
 def find_repo_root() -> Path:
@@ -26,13 +27,15 @@ def print_progress(line: str) -> None:
 class StackConfig:
     """`env` is applied last to every service's environment (after the inherited one and the
     stack's own settings). `ollama_url`: an Ollama to use if it answers, else the embedded model
-    runs on `ports.llm`."""
+    runs on `ports.llm`. `observability`: also run Prometheus on `ports.prometheus`, scraping every
+    service (off by default: the tests' stacks start faster without it)."""
 
     data_dir: Path
     ports: Ports = field(default_factory=Ports.default)
     ollama_url: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     gateway_replicas: int = 1
+    observability: bool = False
     ready_timeout_s: float = 30.0
     install_missing: bool = True
     repo_root: Path = field(default_factory=find_repo_root)

@@ -1,5 +1,5 @@
-"""Prerequisites of the local stack: Debian's redis-server and nginx, and SecantusDB (the
-MongoDB stand-in) in a venv of its own. Only what is missing is installed."""
+"""Prerequisites of the local stack: Debian's redis-server, nginx and prometheus (with promtool),
+and SecantusDB (the MongoDB stand-in) in a venv of its own. Only what is missing is installed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ from pathlib import Path
 
 SECANTUS_VERSION = "0.7.0b3"
 # program -> Debian package (openssl makes the local stack's TLS certificate)
-APT_PROGRAMS = {"redis-server": "redis-server", "nginx": "nginx", "openssl": "openssl"}
+APT_PROGRAMS = {
+    "redis-server": "redis-server",
+    "nginx": "nginx",
+    "openssl": "openssl",
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+}
 _SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 _POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
@@ -65,14 +71,15 @@ def _root_prefix() -> list[str]:
         return ["sudo", "-n"]
     raise InstallError(
         "installing Debian packages needs root: "
-        "run `apt-get install redis-server nginx openssl` as root"
+        f"run `apt-get install {' '.join(sorted(set(APT_PROGRAMS.values())))}` as root"
     )
 
 
 @contextlib.contextmanager
 def _services_not_autostarted() -> Iterator[None]:
-    """Keep Debian's postinst from starting the system redis (6379) and nginx (80): the stack runs
-    its own. policy-rc.d exit 101 is Debian's documented "action forbidden"."""
+    """Keep Debian's postinst from starting the system redis (6379), nginx (80) and prometheus
+    (9090): the stack runs its own. policy-rc.d exit 101 is Debian's documented "action
+    forbidden"."""
     if os.geteuid() != 0 or _POLICY_RC_D.exists():
         yield
         return

@@ -16,7 +16,8 @@ from infergate_devstack.components.datastores import (
 )
 from infergate_devstack.components.edge import nginx_spec
 from infergate_devstack.components.llm import LlmChoice, choose_llm
-from infergate_devstack.components.services import ServiceWiring, service_spec
+from infergate_devstack.components.observability import RULES_FILE, ScrapeTarget, prometheus_spec
+from infergate_devstack.components.services import SERVICES, ServiceWiring, service_spec
 from infergate_devstack.config import COMPONENTS, StackConfig
 from infergate_devstack.nginx import Listeners, NginxLayout
 from infergate_devstack.ports import HOST, free_ports
@@ -40,7 +41,8 @@ class StackPlan:
         if config.gateway_replicas < 1:
             raise ValueError("gateway_replicas must be at least 1")
         self.config = config
-        self.components = frozenset(COMPONENTS if only is None else only)
+        selected = frozenset(COMPONENTS if only is None else only)
+        self.components = selected if config.observability else selected - {"prometheus"}
         self.data_dir = config.data_dir.resolve()
         self.secrets: StackSecrets = load_or_create(self.data_dir / "secrets.json")
         self.internal_token = (
@@ -94,6 +96,7 @@ class StackPlan:
         needed = [(name, ports.of(name)) for name in ("redis", "mongo", "auth", "usage", "ai")]
         needed += [(gateway_name(i), port) for i, port in enumerate(self.gateway_ports)]
         needed += [("nginx", ports.nginx), ("nginx_tls", ports.nginx_tls)]
+        needed += [("prometheus", ports.prometheus)]
         return [
             (name, port)
             for name, port in needed
@@ -140,11 +143,15 @@ class StackPlan:
         )
         return self.llm
 
-    def service_specs(self, components: Collection[str]) -> list[ProcessSpec]:
-        """Specs of the selected services among `components` (gateway: one per replica)."""
+    def service_names(self, components: Collection[str]) -> list[str]:
+        """The selected services among `components`: auth, usage, ai, gateway, gateway-1, ..."""
         names = [c for c in ("auth", "usage", "ai") if c in components]
         if "gateway" in components:
             names += [gateway_name(i) for i in range(len(self.gateway_ports))]
+        return [name for name in names if name.split("-")[0] in self.components]
+
+    def service_specs(self, components: Collection[str]) -> list[ProcessSpec]:
+        """Specs of the selected services among `components` (gateway: one per replica)."""
         wiring = self._wiring()
         return [
             service_spec(
@@ -155,8 +162,7 @@ class StackPlan:
                 log_path=self.log_path(name),
                 ready_timeout_s=self.config.ready_timeout_s,
             )
-            for name in names
-            if name.split("-")[0] in self.components
+            for name in self.service_names(components)
         ]
 
     def _wiring(self) -> ServiceWiring:
@@ -194,4 +200,19 @@ class StackPlan:
             gateway_ports=self.gateway_ports,
             settings={**os.environ, **self.config.env},
             log_path=self.log_path("nginx"),
+        )
+
+    def prometheus_spec(self) -> ProcessSpec:
+        """Prometheus scraping every selected service process (each gateway replica)."""
+        targets = [
+            ScrapeTarget(job=SERVICES[name.split("-")[0]][1], port=self.service_port(name))
+            for name in self.service_names(self.components)
+        ]
+        return prometheus_spec(
+            program=install.require_program("prometheus"),
+            port=self.config.ports.prometheus,
+            data_dir=self.data_dir / "prometheus",
+            rules_file=self.config.repo_root / RULES_FILE,
+            targets=targets,
+            log_path=self.log_path("prometheus"),
         )

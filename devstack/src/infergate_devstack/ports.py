@@ -31,6 +31,7 @@ class Ports:
     redis: int = 6379
     mongo: int = 27017
     llm: int = 11434
+    prometheus: int = 9090
 
     @classmethod
     def default(cls) -> Ports:

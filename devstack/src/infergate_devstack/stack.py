@@ -1,5 +1,6 @@
-"""The local stack: Redis, SecantusDB, an LLM, the four services and nginx as child processes on
-loopback ports. One code path for `python -m infergate_devstack run` and for the tests:
+"""The local stack: Redis, SecantusDB, an LLM, the four services, nginx and (with `observability`)
+Prometheus as child processes on loopback ports. One code path for `python -m infergate_devstack
+run` and for the tests:
 
     with Stack(StackConfig(data_dir=tmp, ports=Ports.free(), ollama_url=url)) as stack:
         httpx.get(stack.public_url + "/healthz")
@@ -65,6 +66,9 @@ class Stack:
             self._start_stage(plan.service_specs({"gateway"}))
             if "nginx" in plan.components:
                 self._start_stage([plan.nginx_spec()])
+            # Last: everything it scrapes is up, so its targets are `up` from the first scrape.
+            if "prometheus" in plan.components:
+                self._start_stage([plan.prometheus_spec()])
         except BaseException:
             self.down()
             raise
@@ -109,6 +113,11 @@ class Stack:
     def public_https_url(self) -> str:
         """nginx over TLS (trust `tls_ca`)."""
         return f"https://{HOST}:{self.config.ports.nginx_tls}"
+
+    @property
+    def prometheus_url(self) -> str:
+        """Prometheus (runs with `StackConfig.observability`): its UI, /alerts and HTTP API."""
+        return f"http://{HOST}:{self.config.ports.prometheus}"
 
     @property
     def tls_ca(self) -> Path:
@@ -198,7 +207,7 @@ class Stack:
         for name in kill_leftovers(plan.pid_dir):
             self.config.progress(f"stopped {name}, left running by an earlier stack")
         if self.config.install_missing:
-            if plan.components & {"redis", "nginx"}:
+            if plan.components & {"redis", "nginx", "prometheus"}:
                 install.ensure_apt_programs(self.config.progress)
             if "mongo" in plan.components:
                 install.ensure_secantus(self.config.progress)

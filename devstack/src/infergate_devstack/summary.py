@@ -20,8 +20,12 @@ def format_summary(stack: Stack, *, startup_s: float) -> str:
         ("Redis", f"127.0.0.1:{stack.redis_port} (ACL users: {stack.data_dir}/secrets.json)"),
         ("MongoDB (SecantusDB)", f"127.0.0.1:{stack.mongo_port} (users: the same file)"),
         ("LLM", stack.llm_description),
-        ("Logs", f"{stack.logs_dir}/<name>.log"),
     ]
+    if "prometheus" in stack.components:
+        rows.append(
+            ("Prometheus", f"{stack.prometheus_url} (alerts: {stack.prometheus_url}/alerts)")
+        )
+    rows.append(("Logs", f"{stack.logs_dir}/<name>.log"))
     width = max(len(label) for label, _ in rows) + 2
     table = "\n".join(f"  {label + ':':<{width}}{value}" for label, value in rows)
     json_header = "-H 'content-type: application/json'"

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from infergate_common.mongo import once_more_if_cut
+from prometheus_client import Histogram
 from pymongo import DeleteOne, InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
@@ -43,9 +44,16 @@ class BulkWritable(Protocol):
 class GroupCommit:
     """Single-threaded (the event loop's); one batch in flight at a time, per collection."""
 
-    def __init__(self, collection: BulkWritable, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self,
+        collection: BulkWritable,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        batch_sizes: Histogram | None = None,
+    ) -> None:
         self._collection = collection
         self._max_batch = max_batch
+        self._batch_sizes = batch_sizes  # observes each batch's size
         self._pending: list[tuple[Operation, frozenset[int], asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -71,6 +79,8 @@ class GroupCommit:
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
+                if self._batch_sizes is not None:
+                    self._batch_sizes.observe(len(batch))
                 await self._write(batch)
         finally:
             self._writer = None

@@ -25,6 +25,7 @@ from usage_service.expiry import OpenReservation, ReservationExpiry
 from usage_service.periods import current_period, usage_key
 from usage_service.request_log import RequestLogRepository
 from usage_service.schemas import RequestLogEntry, UsageRecord, UsageResponse
+from usage_service.telemetry import UsageMetrics
 from usage_service.usage_repository import Granted, Refused, UsageRepository
 
 _log = structlog.get_logger("metering")
@@ -45,7 +46,9 @@ class Metering:
         logs: RequestLogRepository,
         settings: Settings,
         clock: Clock = lambda: datetime.now(UTC),
+        metrics: UsageMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._usage = usage
         self._expiry = expiry
         self._logs = logs
@@ -229,7 +232,11 @@ class Metering:
             created_at=reservation.started_at,
         )
         await self._logs.add(reservation.reservation_id, entry)
-        return 1 if await self._expiry.expire(reservation) else 0
+        if not await self._expiry.expire(reservation):
+            return 0
+        if self._metrics is not None:
+            self._metrics.expired(reservation.tokens)
+        return 1
 
 
 def _log_entry(settlement: Settlement) -> tuple[str, RequestLogEntry]:

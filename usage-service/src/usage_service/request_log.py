@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from infergate_common.billing import RequestStatus
+from prometheus_client import Histogram
 from pymongo import ASCENDING, DESCENDING, InsertOne
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -19,9 +20,11 @@ _REPEATED = frozenset({DUPLICATE_KEY})
 class RequestLogRepository:
     """Concurrent entries are written together (group commit), each caller waiting for its own."""
 
-    def __init__(self, logs: AsyncCollection[Document]) -> None:
+    def __init__(
+        self, logs: AsyncCollection[Document], *, batch_sizes: Histogram | None = None
+    ) -> None:
         self._logs = logs
-        self._writes = GroupCommit(logs)
+        self._writes = GroupCommit(logs, batch_sizes=batch_sizes)
 
     async def ensure_indexes(self) -> None:
         await self._logs.create_index(

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Protocol
 
 import structlog
+
+from usage_service.telemetry import UsageMetrics
 
 _log = structlog.get_logger("sweeper")
 
@@ -21,16 +24,19 @@ class Releases(Protocol):
 
 
 class Sweeper:
-    def __init__(self, metering: Releases, *, interval_s: float) -> None:
+    def __init__(
+        self, metering: Releases, *, interval_s: float, metrics: UsageMetrics | None = None
+    ) -> None:
         self._metering = metering
         self._interval_s = interval_s
+        self._metrics = metrics
         self._stopping = asyncio.Event()
         self.passes = 0
 
     async def run(self) -> None:
         """Sweep every interval until `stop`."""
         while not await self._stopped_within(self._interval_s):
-            await sweep_once(self._metering)
+            await sweep_once(self._metering, self._metrics)
             self.passes += 1
 
     def stop(self) -> None:
@@ -44,10 +50,17 @@ class Sweeper:
         return self._stopping.is_set()
 
 
-async def sweep_once(metering: Releases) -> int:
+async def sweep_once(metering: Releases, metrics: UsageMetrics | None = None) -> int:
     """One pass; how many reservations it released (0 when it failed)."""
     try:
-        return await metering.release_expired()
+        released = await metering.release_expired()
     except Exception:  # noqa: BLE001 - a sweeper that dies never releases anything again
         _log.exception("reservation_sweep_failed")
+        if metrics is not None:
+            metrics.sweeper_runs.labels("error").inc()
         return 0
+    if metrics is not None:
+        metrics.sweeper_runs.labels("ok").inc()
+        metrics.sweeper_last_success.set(time.time())
+        metrics.sweeper_released.inc(released)
+    return released

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from infergate_common.errors import UpstreamUnavailableError
 from infergate_common.mongo import once_more_if_cut
+from prometheus_client import Histogram
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
@@ -56,10 +57,12 @@ class Refused:
 
 
 class UsageRepository:
-    def __init__(self, usage: AsyncCollection[Document]) -> None:
+    def __init__(
+        self, usage: AsyncCollection[Document], *, batch_sizes: Histogram | None = None
+    ) -> None:
         self._usage = usage
         self._hints = QuotaHints()
-        self._writes = GroupCommit(usage)
+        self._writes = GroupCommit(usage, batch_sizes=batch_sizes)
 
     async def ensure_indexes(self) -> None:
         # Reserving and settling find the document by `_id`; SecantusDB rewrites every index

@@ -15,6 +15,7 @@ from api_gateway.deps import (
     CurrentUser,
     IdempotencyKeyDep,
     LimiterDep,
+    RegistrationLimiterDep,
     SettingsDep,
     SettlerDep,
     UsageClientDep,
@@ -42,7 +43,7 @@ router = APIRouter(tags=["public"])
 async def register(
     body: RegisterRequest,
     auth: AuthClientDep,
-    limiter: LimiterDep,
+    limiter: RegistrationLimiterDep,
     settings: SettingsDep,
     address: ClientAddressDep,
     idempotency_key: IdempotencyKeyDep,

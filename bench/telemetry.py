@@ -1,0 +1,242 @@
+"""`python -m bench telemetry`: what metrics and tracing cost, against both off, in one run.
+
+Four variants of the same stack, each started afresh with the same users and priming: `off`
+(METRICS_ENABLED=false on every service, no tracing), `metrics` (the default: Prometheus metrics
+recorded, /metrics scraped every 5 s as Prometheus would), `tracing` (metrics, plus every
+request traced and exported over OTLP/HTTP to a local receiver that accepts and counts) and
+`tracing_sampled` (the same with one request in ten traced: OTEL_TRACES_SAMPLER
+parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG 0.1). Each
+variant measures the test LLM directly at c=1 (the floor), then chats at every concurrency
+(default 1 and 32); the variants run in turn, `--rounds` times (default 2), so a slow spell of
+the machine does not fall on one variant. The summary compares the medians over rounds: chat
+throughput at the highest concurrency (metrics / off) and the added p50 at c=1 (chat minus
+the LLM directly), in milliseconds over off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+
+from bench.facts import code_version, machine
+from bench.run import Options, Prepared, measure, prepared_stack
+from bench.stack import progress
+
+VARIANTS = ("off", "metrics", "tracing", "tracing_sampled")
+SAMPLED_RATIO = "0.1"  # tracing_sampled: one request in ten, as a busy production would
+SCRAPE_INTERVAL_S = 5.0
+# An empty ExportTraceServiceResponse is an empty protobuf message: zero bytes.
+_EMPTY_EXPORT_RESPONSE = b""
+
+
+class _Accepting(BaseHTTPRequestHandler):
+    server: _CountingServer
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.server.exports += 1
+        self.server.bytes += len(body)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+        self.wfile.write(_EMPTY_EXPORT_RESPONSE)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+class _CountingServer(ThreadingHTTPServer):
+    daemon_threads = True
+    exports = 0
+    bytes = 0
+
+
+class CountingReceiver:
+    """An OTLP/HTTP endpoint that accepts every export and only counts it (a collector's work is
+    not what is measured; decoding here would take CPU from the stack on the same cores)."""
+
+    def __init__(self) -> None:
+        self.server = _CountingServer(("127.0.0.1", 0), _Accepting)
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Scraper:
+    """GET /metrics of every process every few seconds, as Prometheus would."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.scrapes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SCRAPE_INTERVAL_S):
+            for url in self.urls:
+                with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - loopback
+                    answer.read()
+                self.scrapes += 1
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def variant_env(variant: str, receiver: CountingReceiver) -> dict[str, str]:
+    if variant == "off":
+        return {"METRICS_ENABLED": "false"}
+    if variant == "metrics":
+        return {}
+    if variant == "tracing":
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        }
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": SAMPLED_RATIO,
+    }
+
+
+def metrics_urls(prepared: Prepared) -> list[str]:
+    stack = prepared.bench.stack
+    names = [f"gateway-{i}" if i else "gateway" for i in range(len(stack.gateway_ports))]
+    return [f"{stack.service_url(name)}/metrics" for name in (*names, "auth", "usage", "ai")]
+
+
+def measure_variant(options: Options, variant: str, receiver: CountingReceiver) -> dict[str, Any]:
+    variant_options = dataclasses.replace(
+        options, extra_env=variant_env(variant, receiver), scenarios=["direct", "chat"]
+    )
+    progress(f"variant {variant}")
+    exports_before = receiver.server.exports
+    with prepared_stack(variant_options) as prepared:
+        scraping = Scraper(metrics_urls(prepared) if variant != "off" else [])
+        with scraping:
+            runs = [
+                measure(prepared, prepared.targets["chat"], concurrency=c, options=options)
+                for c in options.concurrency
+            ]
+            floor = measure(prepared, prepared.targets["direct"], concurrency=1, options=options)
+    chat_c1 = next((run for run in runs if run["concurrency"] == 1), None)
+    return {
+        "variant": variant,
+        "runs": [*runs, floor],
+        "added_p50_ms_c1": round(chat_c1["p50_ms"] - floor["p50_ms"], 3) if chat_c1 else None,
+        "scrapes": scraping.scrapes,
+        "otlp_exports": receiver.server.exports - exports_before,
+    }
+
+
+def run_telemetry(options: Options, *, rounds: int) -> dict[str, Any]:
+    started = time.time()
+    measured: list[dict[str, Any]] = []
+    with CountingReceiver() as receiver:
+        for round_number in range(rounds):
+            for variant in VARIANTS:
+                result = measure_variant(options, variant, receiver)
+                measured.append({"round": round_number + 1, **result})
+    return {
+        "kind": "telemetry",
+        "machine": machine(),
+        "code": code_version(),
+        "wall_s": round(time.time() - started, 1),
+        "options": {
+            "users": options.users,
+            "duration_s": options.duration_s,
+            "warmup_s": options.warmup_s,
+            "concurrency": list(options.concurrency),
+            "gateway_replicas": options.gateway_replicas,
+            "rounds": rounds,
+        },
+        "measured": measured,
+        "summary": summary(measured, top=max(options.concurrency)),
+    }
+
+
+def summary(measured: list[dict[str, Any]], *, top: int) -> dict[str, Any]:
+    """Medians over rounds per variant, and each variant against off."""
+    per_variant: dict[str, dict[str, float]] = {}
+    for variant in VARIANTS:
+        mine = [entry for entry in measured if entry["variant"] == variant]
+        rps = [run["rps"] for entry in mine for run in entry["runs"] if _chat_at(run, top)]
+        added = [entry["added_p50_ms_c1"] for entry in mine if entry["added_p50_ms_c1"] is not None]
+        cpu = [_stack_cpu_ms(run) for entry in mine for run in entry["runs"] if _chat_at(run, top)]
+        per_variant[variant] = {
+            f"chat_rps_c{top}": round(statistics.median(rps), 1) if rps else 0.0,
+            "added_p50_ms_c1": round(statistics.median(added), 3) if added else 0.0,
+            f"cpu_ms_per_chat_c{top}": round(statistics.median(cpu), 3) if cpu else 0.0,
+        }
+    off = per_variant["off"]
+    for variant in VARIANTS[1:]:
+        figures = per_variant[variant]
+        if off[f"chat_rps_c{top}"]:
+            ratio = figures[f"chat_rps_c{top}"] / off[f"chat_rps_c{top}"]
+            figures[f"throughput_vs_off_c{top}"] = round(ratio, 3)
+        if off[f"cpu_ms_per_chat_c{top}"]:
+            cpu_ratio = figures[f"cpu_ms_per_chat_c{top}"] / off[f"cpu_ms_per_chat_c{top}"]
+            figures[f"cpu_vs_off_c{top}"] = round(cpu_ratio, 3)
+        figures["added_p50_ms_over_off_c1"] = round(
+            figures["added_p50_ms_c1"] - off["added_p50_ms_c1"], 3
+        )
+    return per_variant
+
+
+def _stack_cpu_ms(run: dict[str, Any]) -> float:
+    """CPU ms per chat over the stack's processes (not wrk, not the test LLM)."""
+    return float(
+        sum(ms for name, ms in run["cpu_ms_per_request"].items() if name not in ("wrk", "llm"))
+    )
+
+
+def _chat_at(run: dict[str, Any], concurrency: int) -> bool:
+    return bool(run["scenario"] == "chat" and run["concurrency"] == concurrency)
+
+
+def telemetry_table(results: dict[str, Any]) -> str:
+    top = max(results["options"]["concurrency"])
+    lines = [
+        f"{'variant':16} {f'chat/s c={top}':>12} {'vs off':>7} {f'CPU ms/chat c={top}':>17}"
+        f" {'vs off':>7} {'added p50 c=1':>14} {'vs off':>9}"
+    ]
+    for variant, figures in results["summary"].items():
+        ratio = figures.get(f"throughput_vs_off_c{top}")
+        cpu_ratio = figures.get(f"cpu_vs_off_c{top}")
+        over = figures.get("added_p50_ms_over_off_c1")
+        lines.append(
+            f"{variant:16} {figures[f'chat_rps_c{top}']:12.1f}"
+            f" {'' if ratio is None else f'{ratio:.3f}':>7}"
+            f" {figures[f'cpu_ms_per_chat_c{top}']:17.2f}"
+            f" {'' if cpu_ratio is None else f'{cpu_ratio:.3f}':>7}"
+            f" {figures['added_p50_ms_c1']:11.2f} ms"
+            f" {'' if over is None else f'{over:+.2f} ms':>9}"
+        )
+    return "\n".join(lines)

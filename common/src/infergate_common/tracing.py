@@ -1,0 +1,159 @@
+"""Tracing with OpenTelemetry: on when OTEL_EXPORTER_OTLP_ENDPOINT is set, otherwise off.
+
+`configure_tracing` runs once per process (from `create_service_app`). With an OTLP endpoint in
+the standard variables it installs the SDK's tracer provider (service.name from OTEL_SERVICE_NAME,
+else the service's own name; every other OTEL_* variable is read by the SDK itself: sampler,
+batch sizes, headers, timeouts) with a batch processor and the OTLP/HTTP exporter, and instruments
+the client libraries once: aiohttp (the internal calls, and Ollama's through `AiohttpTransport`),
+httpx, redis and pymongo. `trace_requests` then adds the server span to each app. W3C trace
+context is the propagation (the SDK's default), so a caller's `traceparent` is continued.
+
+Without the variable nothing is installed or instrumented, and no middleware is added: tracing
+off costs nothing. The OTEL_* variables are read here, not through the services' settings: they
+are the SDK's contract, which reads them itself.
+
+What spans never carry: request or response bodies (no instrumentation records them), prompts and
+outputs (the gateway's GenAI span has counts only), keys (redis statements are recorded with every
+argument replaced by `?`, MongoDB commands by name only), and query strings (the admin lookup by
+email), which are cut from recorded URLs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yarl
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+# Probes and scrapes: frequent, and nothing to see. Regexes searched in the URL (path, no query).
+UNTRACED_URLS = r"/(health|healthz|metrics)$,/readyz(/public)?$"
+# URL attributes that may hold the query string (old and new HTTP semantic conventions).
+_URL_ATTRIBUTES = ("http.url", "url.full")
+
+
+def tracing_enabled() -> bool:
+    """Whether this process exports spans (an SDK tracer provider was installed)."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
+def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment names an OTLP endpoint for traces (and does not disable the SDK)."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return any(env.get(name, "").strip() for name in ENDPOINT_VARIABLES)
+
+
+def configure_tracing(service_name: str) -> bool:
+    """Install the exporting tracer provider and instrument the client libraries, once per
+    process, when the environment asks for traces; True when this process traces."""
+    if tracing_enabled():
+        return True  # another app of this process installed it
+    if not tracing_requested():
+        return False
+    provider = TracerProvider(
+        resource=service_resource(service_name),
+        # What TracerProvider would use: OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
+        sampler=RequestScopedSampler(sampling._get_from_env_or_default()),
+    )
+    # Imported here: the exporter and the instrumentations (with pymongo and redis, which not
+    # every service uses) cost a service's start-up half a second when tracing is off.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _instrument_clients()
+    return True
+
+
+def trace_requests(app: FastAPI) -> None:
+    """A server span for each request to `app` (continuing the caller's trace), probes excluded.
+
+    ASGI's per-message `receive`/`send` spans are left out: one span per request is the story."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        excluded_urls=UNTRACED_URLS,
+        exclude_spans=["receive", "send"],
+        server_request_hook=_cut_query_string,
+    )
+
+
+def service_resource(service_name: str) -> Resource:
+    """The SDK's resource (host, SDK, OTEL_RESOURCE_ATTRIBUTES) named `service_name`, unless
+    OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) names it otherwise."""
+    return Resource.create({SERVICE_NAME: service_name}).merge(OTELResourceDetector().detect())
+
+
+class RequestScopedSampler(sampling.Sampler):
+    """Traces start with a request: a client span with no parent is not recorded.
+
+    Such spans come from background loops (the gateway's key-change follower and settlement
+    claims, readiness probes), every second or so; recording them would bury the requests'
+    traces. Everything else is decided by the configured sampler."""
+
+    def __init__(self, configured: sampling.Sampler) -> None:
+        self._configured = configured
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> sampling.SamplingResult:
+        if kind is SpanKind.CLIENT:
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid:
+                return sampling.SamplingResult(sampling.Decision.DROP)
+        return self._configured.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"RequestScoped{{{self._configured.get_description()}}}"
+
+
+def _instrument_clients() -> None:
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    AioHttpClientInstrumentor().instrument(url_filter=_url_without_query)
+    HTTPXClientInstrumentor().instrument()
+    # Commands are recorded as "EVALSHA ? ? ?": the instrumentation replaces every argument.
+    RedisInstrumentor().instrument()
+    # Command names only, never their documents.
+    PymongoInstrumentor().instrument(capture_statement=False)
+
+
+def _url_without_query(url: yarl.URL) -> str:
+    return str(url.with_query(None))
+
+
+def _cut_query_string(span: trace.Span, scope: dict[str, Any]) -> None:
+    if not scope.get("query_string") or not isinstance(span, ReadableSpan):
+        return
+    attributes = span.attributes or {}
+    for name in _URL_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str):
+            span.set_attribute(name, value.split("?", 1)[0])
+    if "url.query" in attributes:
+        span.set_attribute("url.query", "REDACTED")

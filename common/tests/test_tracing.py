@@ -1,0 +1,233 @@
+"""configure_tracing: off without an OTLP endpoint (nothing installed, nothing instrumented), on
+with one (every app gets server spans, the client libraries are instrumented once, log lines get
+the trace id, query strings and background calls stay out).
+
+Tracing is process-wide (a tracer provider is set once), so what `create_service_app` installs is
+observed in a fresh interpreter: this file run as a script builds two apps, calls one, and prints
+what it found as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import httpx
+import pytest
+import structlog
+from fastapi import FastAPI
+from infergate_common.app import create_service_app
+from infergate_common.settings import ServiceSettings
+from infergate_common.tracing import (
+    ENDPOINT_VARIABLES,
+    RequestScopedSampler,
+    configure_tracing,
+    service_resource,
+    tracing_enabled,
+    tracing_requested,
+)
+from opentelemetry import trace
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from pydantic import SecretStr
+
+SERVICE = "probe-service"
+EMAIL = "someone@example.com"
+
+
+def run_probe(**env: str) -> dict[str, Any]:
+    """This file as a script, with the OTEL_* variables of this process replaced by `env`."""
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, __file__],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    report["log_lines"] = [
+        json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")
+    ]
+    return report
+
+
+def test_without_an_endpoint_nothing_is_installed_or_instrumented() -> None:
+    report = run_probe()
+
+    assert report["configured"] is False
+    assert report["enabled"] is False
+    assert not any(report["instrumented"].values())
+    # No tracing middleware in front of either app.
+    assert not any("OpenTelemetryMiddleware" in app for app in report["middleware"])
+    work = [line for line in report["log_lines"] if line["event"] == "working"]
+    assert len(work) == 1
+    assert "trace_id" not in work[0]
+
+
+def test_with_an_endpoint_every_app_is_traced_and_its_log_lines_carry_the_trace_id() -> None:
+    report = run_probe(
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",  # nothing listens: spans are dropped
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",  # so the exit flush gives up fast
+    )
+
+    assert report["configured"] is True
+    assert report["enabled"] is True
+    assert all(report["instrumented"].values()), report["instrumented"]
+    assert all("OpenTelemetryMiddleware" in app for app in report["middleware"])
+    assert report["service_name"] == SERVICE
+    assert report["sampler"].startswith("RequestScoped{ParentBased{root:AlwaysOnSampler")
+    names = [span["name"] for span in report["spans"]]
+    assert sorted(names) == ["GET /work", "downstream call"]  # /healthz is not traced
+    server = next(span for span in report["spans"] if span["name"] == "GET /work")
+    assert EMAIL not in json.dumps(server["attributes"])  # the query string is cut
+    assert server["attributes"]["http.url"].endswith("/work")
+    client = next(span for span in report["spans"] if span["name"] == "downstream call")
+    assert client["parent"] == server["span_id"]
+    assert report["background_call_recorded"] is False
+    work = [line for line in report["log_lines"] if line["event"] == "working"]
+    assert len(work) == 1
+    assert work[0]["trace_id"] == server["trace_id"]
+    assert work[0]["request_id"]  # next to the request id
+
+
+def test_tracing_is_requested_only_by_an_otlp_endpoint() -> None:
+    assert not tracing_requested({})
+    assert not tracing_requested({"OTEL_EXPORTER_OTLP_ENDPOINT": " "})
+    assert not tracing_requested({"OTEL_SERVICE_NAME": "x", "OTEL_TRACES_SAMPLER": "always_on"})
+    for name in ENDPOINT_VARIABLES:
+        assert tracing_requested({name: "http://collector:4318"})
+    disabled = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SDK_DISABLED": "true"}
+    assert not tracing_requested(disabled)
+
+
+def test_otel_service_name_names_the_service_over_its_own_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert service_resource(SERVICE).attributes["service.name"] == SERVICE
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "edge-gateway")
+    assert service_resource(SERVICE).attributes["service.name"] == "edge-gateway"
+
+
+def test_a_client_span_without_a_parent_is_not_recorded_and_the_rest_is_the_samplers() -> None:
+    sampler = RequestScopedSampler(ALWAYS_ON)
+    parent = SpanContext(
+        trace_id=1, span_id=2, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+    )
+    in_request = trace.set_span_in_context(NonRecordingSpan(parent))
+
+    def decision(kind: SpanKind, context: Any = None) -> Decision:
+        return sampler.should_sample(context, 3, "call", kind).decision
+
+    assert decision(SpanKind.CLIENT) is Decision.DROP
+    assert decision(SpanKind.CLIENT, in_request) is Decision.RECORD_AND_SAMPLE
+    assert decision(SpanKind.SERVER) is Decision.RECORD_AND_SAMPLE
+    assert decision(SpanKind.INTERNAL) is Decision.RECORD_AND_SAMPLE
+
+
+# The probe: run in a fresh interpreter by the tests above.
+
+
+class Instrumentor(Protocol):
+    @property
+    def is_instrumented_by_opentelemetry(self) -> bool: ...
+
+
+@asynccontextmanager
+async def _no_resources(app: FastAPI) -> AsyncIterator[None]:
+    yield
+
+
+def _probe_app(settings: ServiceSettings) -> FastAPI:
+    app = create_service_app(settings=settings, lifespan=_no_resources, title="probe")
+    log = structlog.get_logger("probe")
+    tracer = trace.get_tracer("probe")
+
+    @app.get("/work")
+    async def work() -> dict[str, str]:
+        log.info("working")
+        with tracer.start_as_current_span("downstream call", kind=SpanKind.CLIENT):
+            return {}
+
+    return app
+
+
+async def _call(app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+        (await client.get("/work", params={"email": EMAIL})).raise_for_status()
+        (await client.get("/healthz")).raise_for_status()
+
+
+def _middleware(app: FastAPI) -> list[str]:
+    """The types of the app's ASGI layers, outermost first."""
+    names: list[str] = []
+    layer: object = app.build_middleware_stack()
+    while layer is not None:
+        names.append(type(layer).__name__)
+        layer = getattr(layer, "app", None)
+    return names
+
+
+def probe() -> None:
+    settings = ServiceSettings(
+        service_name=SERVICE, port=1, internal_token=SecretStr("t" * 32), log_format="json"
+    )
+    configured = configure_tracing(SERVICE)
+    apps = [_probe_app(settings), _probe_app(settings)]  # a second app in the same process
+    provider = trace.get_tracer_provider()
+    sdk = provider if isinstance(provider, TracerProvider) else None
+    memory = InMemorySpanExporter()
+    if sdk is not None:
+        sdk.add_span_processor(SimpleSpanProcessor(memory))
+    asyncio.run(_call(apps[1]))
+    background = trace.get_tracer("probe").start_span("poll", kind=SpanKind.CLIENT)
+    instrumentors: dict[str, Instrumentor] = {
+        "aiohttp": AioHttpClientInstrumentor(),
+        "httpx": HTTPXClientInstrumentor(),
+        "redis": RedisInstrumentor(),
+        "pymongo": PymongoInstrumentor(),
+    }
+    report = {
+        "configured": configured,
+        "enabled": tracing_enabled(),
+        "instrumented": {
+            name: instrumentor.is_instrumented_by_opentelemetry
+            for name, instrumentor in instrumentors.items()
+        },
+        "middleware": [_middleware(app) for app in apps],
+        "service_name": sdk.resource.attributes.get("service.name") if sdk else None,
+        "sampler": sdk.sampler.get_description() if sdk else None,
+        "spans": [
+            {
+                "name": span.name,
+                "trace_id": trace.format_trace_id(span.context.trace_id),
+                "span_id": trace.format_span_id(span.context.span_id),
+                "parent": span.parent and trace.format_span_id(span.parent.span_id),
+                "attributes": dict(span.attributes or {}),
+            }
+            for span in memory.get_finished_spans()
+            if span.context is not None
+        ],
+        "background_call_recorded": background.is_recording(),
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    probe()
