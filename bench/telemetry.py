@@ -20,68 +20,16 @@ import statistics
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
 
 from bench.facts import code_version, machine
 from bench.run import Options, Prepared, measure, prepared_stack
 from bench.stack import progress
+from tests.otlp_receiver import OtlpReceiver
 
 VARIANTS = ("off", "metrics", "tracing", "tracing_sampled")
 SAMPLED_RATIO = "0.1"  # tracing_sampled: one request in ten, as a busy production would
 SCRAPE_INTERVAL_S = 5.0
-# An empty ExportTraceServiceResponse is an empty protobuf message: zero bytes.
-_EMPTY_EXPORT_RESPONSE = b""
-
-
-class _Accepting(BaseHTTPRequestHandler):
-    server: _CountingServer
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length") or 0))
-        self.server.exports += 1
-        self.server.bytes += len(body)
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-        self.wfile.write(_EMPTY_EXPORT_RESPONSE)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet."""
-
-
-class _CountingServer(ThreadingHTTPServer):
-    daemon_threads = True
-    exports = 0
-    bytes = 0
-
-
-class CountingReceiver:
-    """An OTLP/HTTP endpoint that accepts every export and only counts it (a collector's work is
-    not what is measured; decoding here would take CPU from the stack on the same cores)."""
-
-    def __init__(self) -> None:
-        self.server = _CountingServer(("127.0.0.1", 0), _Accepting)
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Scraper:
@@ -109,7 +57,7 @@ class Scraper:
         self._thread.join(timeout=10)
 
 
-def variant_env(variant: str, receiver: CountingReceiver) -> dict[str, str]:
+def variant_env(variant: str, receiver: OtlpReceiver) -> dict[str, str]:
     if variant == "off":
         return {"METRICS_ENABLED": "false"}
     if variant == "metrics":
@@ -132,12 +80,12 @@ def metrics_urls(prepared: Prepared) -> list[str]:
     return [f"{stack.service_url(name)}/metrics" for name in (*names, "auth", "usage", "ai")]
 
 
-def measure_variant(options: Options, variant: str, receiver: CountingReceiver) -> dict[str, Any]:
+def measure_variant(options: Options, variant: str, receiver: OtlpReceiver) -> dict[str, Any]:
     variant_options = dataclasses.replace(
         options, extra_env=variant_env(variant, receiver), scenarios=["direct", "chat"]
     )
     progress(f"variant {variant}")
-    exports_before = receiver.server.exports
+    exports_before = receiver.exports
     with prepared_stack(variant_options) as prepared:
         scraping = Scraper(metrics_urls(prepared) if variant != "off" else [])
         with scraping:
@@ -152,14 +100,16 @@ def measure_variant(options: Options, variant: str, receiver: CountingReceiver) 
         "runs": [*runs, floor],
         "added_p50_ms_c1": round(chat_c1["p50_ms"] - floor["p50_ms"], 3) if chat_c1 else None,
         "scrapes": scraping.scrapes,
-        "otlp_exports": receiver.server.exports - exports_before,
+        "otlp_exports": receiver.exports - exports_before,
     }
 
 
 def run_telemetry(options: Options, *, rounds: int) -> dict[str, Any]:
     started = time.time()
     measured: list[dict[str, Any]] = []
-    with CountingReceiver() as receiver:
+    # Accepts and counts the exports only: a collector's work is not what is measured, and
+    # decoding here would take CPU from the stack on the same cores.
+    with OtlpReceiver(keep_spans=False) as receiver:
         for round_number in range(rounds):
             for variant in VARIANTS:
                 result = measure_variant(options, variant, receiver)

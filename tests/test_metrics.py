@@ -63,8 +63,8 @@ async def series_count(stack: Stack) -> dict[str, int]:
 async def each_user_once(
     api: httpx.AsyncClient, users: int, visit: Callable[[str], Awaitable[None]]
 ) -> list[str]:
-    """Register `users` users and run `visit` for each, 16 at a time; their keys."""
-    gate = asyncio.Semaphore(16)
+    """Register `users` users and run `visit` for each, 8 at a time; their keys."""
+    gate = asyncio.Semaphore(8)
     keys: list[str] = []
 
     async def one() -> None:

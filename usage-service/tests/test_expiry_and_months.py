@@ -4,6 +4,7 @@ cross a month boundary: against a real MongoDB-protocol server."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ import pytest
 import structlog
 from fastapi import FastAPI
 from infergate_common.billing import ReservationRequest, Settlement, SettlementOutcome
+from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 from usage_calls import (
     new_user,
@@ -29,6 +31,7 @@ from usage_service.main import create_app
 from usage_service.metering import Metering
 from usage_service.request_log import RequestLogRepository
 from usage_service.sweeper import Sweeper, sweep_once
+from usage_service.telemetry import UsageMetrics
 from usage_service.usage_repository import UsageRepository
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -204,3 +207,21 @@ async def test_the_sweeper_logs_a_failed_pass_and_goes_on() -> None:
     sweeper.stop()
     await sweeping
     assert metering.calls >= 3
+
+
+async def test_a_failed_sweep_is_counted_and_does_not_move_the_last_success() -> None:
+    registry = CollectorRegistry()
+    metrics = UsageMetrics.create(registry)
+    metrics.sweeper_last_success.set(0)
+    metering = FailingOnce()
+    assert await sweep_once(metering, metrics) == 0
+    assert (
+        registry.get_sample_value("infergate_usage_sweeper_runs_total", {"outcome": "error"}) == 1
+    )
+    assert registry.get_sample_value("infergate_usage_sweeper_last_success_timestamp_seconds") == 0
+    assert await sweep_once(metering, metrics) == 2
+    assert registry.get_sample_value("infergate_usage_sweeper_runs_total", {"outcome": "ok"}) == 1
+    assert registry.get_sample_value("infergate_usage_sweeper_released_total") == 2
+    last = registry.get_sample_value("infergate_usage_sweeper_last_success_timestamp_seconds")
+    assert last is not None
+    assert time.time() - last < 5

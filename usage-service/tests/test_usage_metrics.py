@@ -20,7 +20,6 @@ from pymongo.asynchronous.collection import AsyncCollection
 from usage_calls import new_user, reserve, settings_for
 from usage_service.group_commit import DUPLICATE_KEY, GroupCommit
 from usage_service.main import create_app
-from usage_service.sweeper import sweep_once
 from usage_service.telemetry import UsageMetrics
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -61,35 +60,6 @@ async def test_an_expired_reservation_is_counted_with_its_tokens(
         # Their log entries were written through a group commit.
         logged = sample(text, "infergate_usage_group_commit_batch_size_sum", writer="request_log")
         assert (logged or 0) >= 2
-
-
-class FailingOnce:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def release_expired(self) -> int:
-        self.calls += 1
-        if self.calls == 1:
-            raise RuntimeError("unexpected")
-        return 3
-
-
-async def test_a_failed_sweep_is_counted_and_does_not_move_the_last_success() -> None:
-    registry = CollectorRegistry()
-    metrics = UsageMetrics.create(registry)
-    metrics.sweeper_last_success.set(0)
-    metering = FailingOnce()
-    assert await sweep_once(metering, metrics) == 0
-    assert (
-        registry.get_sample_value("infergate_usage_sweeper_runs_total", {"outcome": "error"}) == 1
-    )
-    assert registry.get_sample_value("infergate_usage_sweeper_last_success_timestamp_seconds") == 0
-    assert await sweep_once(metering, metrics) == 3
-    assert registry.get_sample_value("infergate_usage_sweeper_runs_total", {"outcome": "ok"}) == 1
-    assert registry.get_sample_value("infergate_usage_sweeper_released_total") == 3
-    last = registry.get_sample_value("infergate_usage_sweeper_last_success_timestamp_seconds")
-    assert last is not None
-    assert time.time() - last < 5
 
 
 async def test_group_commit_batch_sizes_add_up_to_the_writes(db: Any) -> None:

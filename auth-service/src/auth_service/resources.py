@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from infergate_common.mongo import Mongo, MongoErrors, open_mongo
+from infergate_common.mongo import Mongo, open_service_mongo
 from prometheus_client import CollectorRegistry
 
 from auth_service.config import Settings
@@ -29,13 +29,7 @@ async def open_resources(
     settings: Settings, stack: AsyncExitStack, *, registry: CollectorRegistry
 ) -> Resources:
     """Everything auth-service keeps for its life (indexes ensured); metrics go to `registry`."""
-    client, db = open_mongo(
-        settings.mongo_uri,
-        default_db="infergate-auth",
-        timeout_ms=settings.mongo_timeout_ms,
-        errors=MongoErrors.of(registry, service=settings.service_name),
-    )
-    stack.push_async_callback(client.close)
+    client, db = open_service_mongo(settings, stack, registry=registry, default_db="infergate-auth")
     users = UserRepository(db["users"])
     idempotency = IdempotencyRecords(db["idempotency"])
     await users.ensure_indexes()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from contextlib import AsyncExitStack
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -96,6 +97,33 @@ def open_mongo(
         event_listeners=[errors] if errors is not None else [],
     )
     return client, client.get_default_database(default=default_db)
+
+
+class MongoSettings(Protocol):
+    """What a database-backed service's settings give `open_service_mongo`."""
+
+    @property
+    def service_name(self) -> str: ...
+
+    @property
+    def mongo_uri(self) -> str: ...
+
+    @property
+    def mongo_timeout_ms(self) -> int: ...
+
+
+def open_service_mongo(
+    settings: MongoSettings, stack: AsyncExitStack, *, registry: CollectorRegistry, default_db: str
+) -> tuple[Mongo, AsyncDatabase[dict[str, Any]]]:
+    """A service's client (its failures counted in `registry`), closed with the lifespan."""
+    client, db = open_mongo(
+        settings.mongo_uri,
+        default_db=default_db,
+        timeout_ms=settings.mongo_timeout_ms,
+        errors=MongoErrors.of(registry, service=settings.service_name),
+    )
+    stack.push_async_callback(client.close)
+    return client, db
 
 
 def install_mongo_error_handler(app: FastAPI) -> None:

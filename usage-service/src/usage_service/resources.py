@@ -11,7 +11,7 @@ import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from infergate_common.mongo import Mongo, MongoErrors, open_mongo
+from infergate_common.mongo import Mongo, open_service_mongo
 from prometheus_client import CollectorRegistry
 
 from usage_service.config import Settings
@@ -38,13 +38,9 @@ async def open_resources(
     """Everything usage-service keeps for its life (indexes ensured, the sweeper running);
     metrics go to `registry`."""
     metrics = UsageMetrics.create(registry)
-    client, db = open_mongo(
-        settings.mongo_uri,
-        default_db="infergate-usage",
-        timeout_ms=settings.mongo_timeout_ms,
-        errors=MongoErrors.of(registry, service=settings.service_name),
+    client, db = open_service_mongo(
+        settings, stack, registry=registry, default_db="infergate-usage"
     )
-    stack.push_async_callback(client.close)
     usage = UsageRepository(db["usage"], batch_sizes=metrics.batch_size.labels("usage"))
     expiry = ReservationExpiry(db["usage"])
     logs = RequestLogRepository(
