@@ -23,7 +23,7 @@ from infergate_common.logs import configure_logging
 from infergate_common.metrics import HttpMetrics, MetricsOff, metrics_router
 from infergate_common.request_context import RequestContextMiddleware
 from infergate_common.settings import ServiceSettings
-from infergate_common.tracing import configure_tracing, trace_requests
+from infergate_common.tracing import configure_tracing, server_telemetry
 
 
 class HealthResponse(BaseModel):
@@ -126,6 +126,7 @@ def create_service_app(
         lifespan=with_gc_tuning(lifespan),
         docs_url="/docs" if public_docs else None,
         redoc_url=None,
+        telemetry=server_telemetry(tracing),
     )
     app.state.settings = settings
     # This app's metrics (served at /metrics); what else a service records goes in it too.
@@ -141,8 +142,6 @@ def create_service_app(
     app.include_router(_health_router(settings.service_name))
     if on:
         app.include_router(metrics_router(registry))
-    if tracing:
-        trace_requests(app)
     return app
 
 

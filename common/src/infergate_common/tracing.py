@@ -5,7 +5,8 @@ the standard variables it installs the SDK's tracer provider (service.name from 
 else the service's own name; every other OTEL_* variable is read by the SDK itself: sampler,
 batch sizes, headers, timeouts) with a batch processor and the OTLP/HTTP exporter, and instruments
 the client libraries once: aiohttp (the internal calls, and Ollama's through `AiohttpTransport`),
-httpx, redis and pymongo. `trace_requests` then adds the server span to each app. W3C trace
+httpx, redis and pymongo. Each app makes its server spans with FastAPI's own telemetry
+(`server_telemetry`). W3C trace
 context is the propagation (the SDK's default), so a caller's `traceparent` is continued.
 
 Without the variable nothing is installed or instrumented, and no middleware is added: tracing
@@ -15,21 +16,21 @@ are the SDK's contract, which reads them itself.
 What spans never carry: request or response bodies (no instrumentation records them), prompts and
 outputs (the gateway's GenAI span has counts only), keys (redis statements are recorded with every
 argument replaced by `?`, MongoDB commands by name only), and query strings (the admin lookup by
-email), which are cut from recorded URLs.
+email), which are cut from recorded URLs and redacted from the server spans.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import yarl
-from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
@@ -37,9 +38,7 @@ from opentelemetry.util.types import Attributes
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 # Probes and scrapes: frequent, and nothing to see. Regexes searched in the URL (path, no query).
-UNTRACED_URLS = r"/(health|healthz|metrics)$,/readyz(/public)?$"
-# URL attributes that may hold the query string (old and new HTTP semantic conventions).
-_URL_ATTRIBUTES = ("http.url", "url.full")
+UNTRACED_PATHS = frozenset({"/health", "/healthz", "/metrics", "/readyz", "/readyz/public"})
 
 
 def tracing_enabled() -> bool:
@@ -71,24 +70,32 @@ def configure_tracing(service_name: str) -> bool:
     # every service uses) cost a service's start-up half a second when tracing is off.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+    provider.add_span_processor(RedactQuery())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _instrument_clients()
     return True
 
 
-def trace_requests(app: FastAPI) -> None:
-    """A server span for each request to `app` (continuing the caller's trace), probes excluded.
+def server_telemetry(tracing: bool) -> TelemetryConfig:
+    """FastAPI's own OpenTelemetry support, for the server span of each request (it continues the
+    caller's trace; about a third of the instrumentation middleware's cost per request, see
+    bench/otel_server_cost.py): tracing only (metrics are Prometheus's, logs structlog's), no
+    spans per dependency or serialization, probes and scrapes left out. Off entirely when this
+    process does not trace."""
+    if not tracing:
+        return {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    return {
+        "tracing": True,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "exclude": _untraced,
+    }
 
-    ASGI's per-message `receive`/`send` spans are left out: one span per request is the story."""
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(
-        app,
-        excluded_urls=UNTRACED_URLS,
-        exclude_spans=["receive", "send"],
-        server_request_hook=_cut_query_string,
-    )
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    return str(scope.get("path", "")) in UNTRACED_PATHS
 
 
 def service_resource(service_name: str) -> Resource:
@@ -147,13 +154,19 @@ def _url_without_query(url: yarl.URL) -> str:
     return str(url.with_query(None))
 
 
-def _cut_query_string(span: trace.Span, scope: dict[str, Any]) -> None:
-    if not scope.get("query_string") or not isinstance(span, ReadableSpan):
-        return
-    attributes = span.attributes or {}
-    for name in _URL_ATTRIBUTES:
-        value = attributes.get(name)
-        if isinstance(value, str):
-            span.set_attribute(name, value.split("?", 1)[0])
-    if "url.query" in attributes:
-        span.set_attribute("url.query", "REDACTED")
+class RedactQuery(SpanProcessor):
+    """Query strings are never exported: FastAPI's server span records `url.query` (the admin
+    lookup's holds an email); it is replaced as the span starts, before any exporter sees it."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if span.attributes and "url.query" in span.attributes:
+            span.set_attribute("url.query", "REDACTED")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
