@@ -15,11 +15,12 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 import pytest
+
+from tests.started import Started
 
 FAKE_OLLAMA_SCRIPT = Path(__file__).with_name("fake_ollama.py")
 
@@ -31,7 +32,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-class FakeOllamaProcess:
+class FakeOllamaProcess(Started):
     """`python tests/fake_ollama.py` in a child process, ready once `GET /` answers."""
 
     def __init__(
@@ -75,18 +76,6 @@ class FakeOllamaProcess:
         if self.process.stderr is not None:
             self.process.stderr.close()
         self.process = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class FakeOllamaControl:

@@ -20,8 +20,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Self
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -29,6 +27,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tests.started import Started
 
 TRACES_PATH = "/v1/traces"
 
@@ -127,7 +127,7 @@ class _ReceiverServer(ThreadingHTTPServer):
         self.receiver = receiver
 
 
-class OtlpReceiver:
+class OtlpReceiver(Started):
     """The receiver on 127.0.0.1 and a free port (started with `with` or `start`).
 
     `keep_spans=False` only accepts and counts the exports (`exports`), as the benchmark needs:
@@ -180,15 +180,3 @@ class OtlpReceiver:
                 names = sorted({f"{span.service}: {span.name}" for span in self._spans})
                 raise TimeoutError(f"the spans expected did not arrive; received: {names}")
             return list(self._spans)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
