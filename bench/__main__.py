@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from infergate_devstack.cli import parse_replicas
+
 from bench.edge import edge_table, run_edge
 from bench.plot import plot
 from bench.report import RESULTS_DIR, table, targets_text, write_results
@@ -50,6 +52,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--gateway-replicas", type=int, default=2, help="gateway processes (2: one per core)"
     )
+    parser.add_argument(
+        "--replicas",
+        type=parse_replicas,
+        default={},
+        metavar="SERVICE=N,...",
+        help="processes per service, e.g. auth=2,usage=2,ai=2 (gateway: --gateway-replicas)",
+    )
     parser.add_argument("--data-dir", type=Path, help="keep the stack's data and logs here")
     return parser.parse_args(argv)
 
@@ -68,7 +77,8 @@ def options_from(args: argparse.Namespace) -> Options:
         scenarios=args.scenarios,
         log_level=args.log_level,
         data_dir=args.data_dir,
-        gateway_replicas=args.gateway_replicas,
+        gateway_replicas=args.replicas.get("gateway", args.gateway_replicas),
+        replicas=args.replicas,
     )
 
 

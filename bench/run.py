@@ -39,6 +39,8 @@ class Options:
     log_level: str
     data_dir: Path | None
     gateway_replicas: int = 1
+    # Processes of the other services (and the gateway's, over gateway_replicas): --replicas.
+    replicas: Mapping[str, int] = field(default_factory=dict)
     extra_env: Mapping[str, str] = field(default_factory=dict)  # for every service
 
 
@@ -83,6 +85,7 @@ def prepared_stack(options: Options, *, keep_series: bool = False) -> Iterator[P
             data_dir / "stack",
             log_level=options.log_level,
             gateway_replicas=options.gateway_replicas,
+            replicas=options.replicas,
             extra_env=options.extra_env,
         )
         with stack as bench:
@@ -213,6 +216,7 @@ def run_benchmark(options: Options) -> dict[str, Any]:
             "scenarios": list(options.scenarios),
             "log_level": options.log_level,
             "gateway_replicas": options.gateway_replicas,
+            "replicas": dict(options.replicas),
         },
         "registration": registration,
         "runs": runs,

@@ -59,6 +59,7 @@ def running_stack(
     *,
     log_level: str,
     gateway_replicas: int = 1,
+    replicas: Mapping[str, int] | None = None,
     extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[BenchStack]:
     with FakeOllamaProcess() as llm:
@@ -68,6 +69,7 @@ def running_stack(
             ollama_url=llm.url,
             env={**bench_env(log_level), **(extra_env or {})},
             gateway_replicas=gateway_replicas,
+            replicas=dict(replicas or {}),
         )
         with Stack(config) as stack:
             yield BenchStack(stack, llm)

@@ -19,7 +19,12 @@ ADMIN_TOKEN = "integration-admin-token-0123456789"
 
 
 def local_stack(
-    data_dir: Path, llm_url: str, env: Mapping[str, str], *, gateway_replicas: int = 1
+    data_dir: Path,
+    llm_url: str,
+    env: Mapping[str, str],
+    *,
+    gateway_replicas: int = 1,
+    replicas: Mapping[str, int] | None = None,
 ) -> Stack:
     """A whole local stack on free loopback ports, with the test LLM (start it with `with`)."""
     config = StackConfig(
@@ -28,6 +33,7 @@ def local_stack(
         ollama_url=llm_url,
         env=dict(env),
         gateway_replicas=gateway_replicas,
+        replicas=dict(replicas or {}),
     )
     return Stack(config)
 

@@ -42,7 +42,9 @@ def test_run_prints_the_summary_and_stop_ends_it(tmp_path: Path, ollama_banner: 
         assert httpx.get(f"{prometheus}/-/ready").status_code == 200
         pid_files = (tmp_path / "data" / "pids").glob("*.json")
         pids = [int(json.loads(path.read_text())["pid"]) for path in pid_files]
-        assert len(pids) == 8  # redis, mongo, auth, usage, ai, gateway, nginx, prometheus
+        # redis, mongo, auth, usage, ai, two gateways (the default), nginx, prometheus
+        assert len(pids) == 9
+        assert "api-gateway 2/2:" in output.read_text()
 
         stopped = subprocess.run([*cli, "stop"], env=env, capture_output=True, text=True)
 

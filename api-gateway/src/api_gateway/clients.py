@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -97,16 +99,30 @@ def _idempotent(idempotency_key: str | None) -> dict[str, str]:
 
 
 class UsageClient(InternalServiceClient):
+    """Every call about one user goes to the usage-service replica of that user (while it is
+    up), whose quota hints then hold: a reservation is one round trip there, not two."""
+
     service = "usage-service"
 
     async def reserve(self, request: ReservationRequest) -> Reservation:
-        return Reservation.model_validate(
-            await self.call("POST", "/usage/reserve", json=request.wire())
+        body = await self.call(
+            "POST", "/usage/reserve", json=request.wire(), affinity=request.user_id
         )
+        return Reservation.model_validate(body)
 
     async def settle_many(self, settlements: list[Settlement]) -> list[SettlementResult]:
+        """One batch per replica, sent together (each settlement to its user's replica)."""
+        batches: dict[int, list[Settlement]] = defaultdict(list)
+        for settlement in settlements:
+            batches[self.route(settlement.user_id)].append(settlement)
+        answers = await asyncio.gather(*(self._settle_batch(batch) for batch in batches.values()))
+        return [result for answer in answers for result in answer]
+
+    async def _settle_batch(self, settlements: list[Settlement]) -> list[SettlementResult]:
         batch = SettlementBatch(settlements=settlements)
-        body = await self.call("POST", "/usage/settlements", json=batch.wire())
+        body = await self.call(
+            "POST", "/usage/settlements", json=batch.wire(), affinity=settlements[0].user_id
+        )
         return SettlementResults.model_validate(body).results
 
     async def log_attempt(
@@ -127,17 +143,21 @@ class UsageClient(InternalServiceClient):
             response_time_ms=response_time_ms,
             started_at=started_at,
         )
-        await self.call("POST", "/usage/attempts", json=attempt.wire())
+        await self.call("POST", "/usage/attempts", json=attempt.wire(), affinity=user_id)
 
     async def monthly(self, user: VerifiedUser) -> MonthlyUsage:
         return await self.month_of(user.userId, user.plan)
 
     async def month_of(self, user_id: str, plan: Plan) -> MonthOfUsage:
-        body = await self.call("GET", f"/usage/{user_id}", params={"plan": plan.value})
+        body = await self.call(
+            "GET", f"/usage/{user_id}", params={"plan": plan.value}, affinity=user_id
+        )
         return MonthOfUsage.model_validate(body)
 
     async def set_plan(self, user_id: str, plan: Plan) -> MonthOfUsage:
-        body = await self.call("PUT", f"/usage/{user_id}/plan", json={"plan": plan.value})
+        body = await self.call(
+            "PUT", f"/usage/{user_id}/plan", json={"plan": plan.value}, affinity=user_id
+        )
         return MonthOfUsage.model_validate(body)
 
     async def history(self, user_id: str, *, limit: int, before: str | None) -> RequestHistory:

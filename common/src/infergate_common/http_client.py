@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from infergate_common.balanced_wire import BalancedWire
 from infergate_common.errors import (
     AppError,
     UpstreamTimeoutError,
@@ -41,13 +42,28 @@ def build_internal_client(
     max_connections: int = 100,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Wire:
-    """A keep-alive connection pool to one internal service (call inside the event loop)."""
+    """A keep-alive connection pool to one internal service (call inside the event loop).
+    `base_url` may list several replicas, comma-separated: they share the work (see
+    balanced_wire)."""
     headers = {INTERNAL_TOKEN_HEADER: internal_token.get_secret_value()}
-    if transport is not None:
-        return HttpxWire(base_url=base_url, headers=headers, seconds=timeout, transport=transport)
-    return AiohttpWire(
-        base_url=base_url, headers=headers, seconds=timeout, max_connections=max_connections
-    )
+    urls = replica_urls(base_url)
+
+    def one(url: str) -> Wire:
+        if transport is not None:
+            return HttpxWire(base_url=url, headers=headers, seconds=timeout, transport=transport)
+        return AiohttpWire(
+            base_url=url, headers=headers, seconds=timeout, max_connections=max_connections
+        )
+
+    return one(urls[0]) if len(urls) == 1 else BalancedWire([one(url) for url in urls])
+
+
+def replica_urls(setting: str) -> list[str]:
+    """The URLs of a service's replicas from a setting such as `http://a:4001,http://b:4001`."""
+    urls = [url.strip().rstrip("/") for url in setting.split(",") if url.strip()]
+    if not urls:
+        raise ValueError("a service URL is required")
+    return urls
 
 
 class InternalServiceClient:
@@ -68,12 +84,14 @@ class InternalServiceClient:
         json: Any = None,
         params: dict[str, str] | None = None,
         call_timeout: float | None = None,
+        affinity: str | None = None,
     ) -> Any:
-        """Send one request and return the decoded JSON body, or raise the matching AppError."""
+        """Send one request and return the decoded JSON body, or raise the matching AppError.
+        Requests with the same `affinity` go to the same replica while it is up."""
         started = time.perf_counter()
         try:
             response = await self._wire.send(
-                method, path, json=json, params=params, seconds=call_timeout
+                method, path, json=json, params=params, seconds=call_timeout, affinity=affinity
             )
         except WireTimeoutError as exc:
             self._observe(started, failure="timeout")
@@ -90,11 +108,13 @@ class InternalServiceClient:
             raise UpstreamUnavailableError(f"{self.service} sent an invalid response") from exc
 
     @asynccontextmanager
-    async def stream_lines(self, path: str, *, json: Any) -> AsyncIterator[AsyncIterator[Any]]:
+    async def stream_lines(
+        self, path: str, *, json: Any, affinity: str | None = None
+    ) -> AsyncIterator[AsyncIterator[Any]]:
         """POST and yield the decoded NDJSON lines of the answer; errors before it are raised."""
         started = time.perf_counter()
         try:
-            async with self._wire.stream(path, json=json) as response:
+            async with self._wire.stream(path, json=json, affinity=affinity) as response:
                 # A stream's call lasts until its answer starts: what follows is the model's.
                 failed = response.status >= 500
                 self._observe(started, failure="status" if failed else None)
@@ -108,6 +128,10 @@ class InternalServiceClient:
         except WireUnavailableError as exc:
             self._observe(started, failure="unavailable")
             raise UpstreamUnavailableError(f"{self.service} unavailable") from exc
+
+    def route(self, affinity: str) -> int:
+        """The replica that requests with this affinity go to now (0 with one replica)."""
+        return self._wire.route(affinity)
 
     def _observe(self, started: float, *, failure: str | None) -> None:
         if self._metrics is None:

@@ -27,6 +27,10 @@ class WireUnavailableError(Exception):
     """The other side could not be reached (refused, reset, closed early)."""
 
 
+class WireRefusedError(WireUnavailableError):
+    """No connection could be made: the request never left, so another replica may take it."""
+
+
 @dataclass(frozen=True, slots=True)
 class RawResponse:
     status: int
@@ -48,9 +52,16 @@ class Wire(Protocol):
         json: Any,
         params: Mapping[str, str] | None,
         seconds: float | None,
+        affinity: str | None = None,
     ) -> RawResponse: ...
 
-    def stream(self, path: str, *, json: Any) -> AbstractAsyncContextManager[RawStream]: ...
+    def stream(
+        self, path: str, *, json: Any, affinity: str | None = None
+    ) -> AbstractAsyncContextManager[RawStream]: ...
+
+    def route(self, affinity: str) -> int:
+        """Which replica requests with this affinity go to while it is up (0 for one replica)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -84,6 +95,7 @@ class AiohttpWire:
         json: Any,
         params: Mapping[str, str] | None,
         seconds: float | None,
+        affinity: str | None = None,
     ) -> RawResponse:
         timeout = self._timeout if seconds is None else aiohttp.ClientTimeout(total=seconds)
         try:
@@ -98,18 +110,27 @@ class AiohttpWire:
                 return RawResponse(response.status, await response.read())
         except TimeoutError as exc:
             raise WireTimeoutError from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise WireRefusedError from exc
         except aiohttp.ClientError as exc:
             raise WireUnavailableError from exc
 
     @asynccontextmanager
-    async def stream(self, path: str, *, json: Any) -> AsyncIterator[RawStream]:
+    async def stream(
+        self, path: str, *, json: Any, affinity: str | None = None
+    ) -> AsyncIterator[RawStream]:
         try:
             async with self._session.post(path, json=json, headers=_request_headers()) as response:
                 yield RawStream(response.status, response.content.iter_any())
         except TimeoutError as exc:
             raise WireTimeoutError from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise WireRefusedError from exc
         except aiohttp.ClientError as exc:
             raise WireUnavailableError from exc
+
+    def route(self, affinity: str) -> int:
+        return 0
 
     async def close(self) -> None:
         await self._session.close()
@@ -138,6 +159,7 @@ class HttpxWire:
         json: Any,
         params: Mapping[str, str] | None,
         seconds: float | None,
+        affinity: str | None = None,
     ) -> RawResponse:
         try:
             response = await self._client.request(
@@ -150,12 +172,16 @@ class HttpxWire:
             )
         except httpx.TimeoutException as exc:
             raise WireTimeoutError from exc
+        except httpx.ConnectError as exc:
+            raise WireRefusedError from exc
         except httpx.TransportError as exc:
             raise WireUnavailableError from exc
         return RawResponse(response.status_code, response.content)
 
     @asynccontextmanager
-    async def stream(self, path: str, *, json: Any) -> AsyncIterator[RawStream]:
+    async def stream(
+        self, path: str, *, json: Any, affinity: str | None = None
+    ) -> AsyncIterator[RawStream]:
         try:
             async with self._client.stream(
                 "POST", path, json=json, headers=_request_headers()
@@ -163,8 +189,13 @@ class HttpxWire:
                 yield RawStream(response.status_code, response.aiter_bytes())
         except httpx.TimeoutException as exc:
             raise WireTimeoutError from exc
+        except httpx.ConnectError as exc:
+            raise WireRefusedError from exc
         except httpx.TransportError as exc:
             raise WireUnavailableError from exc
+
+    def route(self, affinity: str) -> int:
+        return 0
 
     async def close(self) -> None:
         await self._client.aclose()

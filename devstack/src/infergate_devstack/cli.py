@@ -1,7 +1,8 @@
 """`python -m infergate_devstack run | stop | install`: the local stack from a terminal.
 
 Ports come from NGINX_PORT, GATEWAY_PORT, AUTH_PORT, USAGE_PORT, AI_PORT, REDIS_PORT, MONGO_PORT,
-LLM_PORT and PROMETHEUS_PORT (defaults 8080, 4000-4003, 6379, 27017, 11434, 9090); OLLAMA_URL names
+LLM_PORT and PROMETHEUS_PORT (defaults 8080, 4000-4003, 6379, 27017, 11434, 9090; a service's
+further replicas (`--replicas`) take free ports); OLLAMA_URL names
 an Ollama to use instead of the embedded model. `run` starts Prometheus too, unless
 `--no-observability` or INFERGATE_OBSERVABILITY=0. Every other variable reaches the services
 unchanged, so `REGISTRATION_RATE_LIMIT=1000 make run` configures the gateway."""
@@ -20,6 +21,7 @@ from types import FrameType
 from infergate_devstack import install
 from infergate_devstack.components.llm import llm_venv
 from infergate_devstack.config import StackConfig, find_repo_root, print_progress
+from infergate_devstack.plan import REPLICATED
 from infergate_devstack.ports import HOST, PortInUseError, Ports
 from infergate_devstack.processes import StartupError, kill_leftovers
 from infergate_devstack.runfile import AlreadyRunningError, RunFile
@@ -34,6 +36,9 @@ _USER_ERRORS = (
     AlreadyRunningError,
     TimeoutError,
 )
+# Two gateways by default: one per core of the machines the figures in the README come from.
+DEFAULT_GATEWAYS = 2
+_MAX_REPLICAS = 16
 # INFERGATE_OBSERVABILITY values that turn Prometheus off.
 _OFF = frozenset({"0", "false", "no", "off"})
 
@@ -46,9 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             observability = observability_wanted(
                 disabled_by_flag=args.no_observability, environ=os.environ
             )
-            return run(
-                data_dir, gateway_replicas=args.gateway_replicas, observability=observability
-            )
+            replicas = {"gateway": DEFAULT_GATEWAYS, **args.replicas}
+            if args.gateway_replicas is not None:
+                replicas["gateway"] = args.gateway_replicas
+            return run(data_dir, replicas=replicas, observability=observability)
         if args.command == "stop":
             return stop(data_dir)
         return install_prerequisites(with_llm=args.llm)
@@ -67,7 +73,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="start the stack and wait for Ctrl-C")
-    run_parser.add_argument("--gateway-replicas", type=int, default=1, metavar="N")
+    run_parser.add_argument(
+        "--replicas",
+        type=parse_replicas,
+        default={},
+        metavar="SERVICE=N,...",
+        help=(
+            "processes per service, e.g. gateway=2,auth=2,usage=2,ai=2 (default: two gateways, "
+            "one of each other service)"
+        ),
+    )
+    run_parser.add_argument(
+        "--gateway-replicas", type=int, default=None, metavar="N", help="the same as gateway=N"
+    )
     run_parser.add_argument(
         "--no-observability",
         action="store_true",
@@ -81,13 +99,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_replicas(text: str) -> dict[str, int]:
+    """`gateway=2,auth=2` -> {"gateway": 2, "auth": 2} (argparse reports a ValueError)."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        service, _, count = item.partition("=")
+        if service not in REPLICATED:
+            raise argparse.ArgumentTypeError(
+                f"unknown service {service!r} in --replicas; known: {', '.join(REPLICATED)}"
+            )
+        if not count.isdigit() or not 1 <= int(count) <= _MAX_REPLICAS:
+            raise argparse.ArgumentTypeError(
+                f"--replicas {service}= needs a whole number from 1 to {_MAX_REPLICAS}"
+            )
+        counts[service] = int(count)
+    return counts
+
+
 def observability_wanted(*, disabled_by_flag: bool, environ: Mapping[str, str]) -> bool:
     """Prometheus runs unless `--no-observability` or INFERGATE_OBSERVABILITY is 0/false/no/off."""
     setting = environ.get("INFERGATE_OBSERVABILITY", "1").strip().lower()
     return not disabled_by_flag and setting not in _OFF
 
 
-def run(data_dir: Path, *, gateway_replicas: int, observability: bool) -> int:
+def run(data_dir: Path, *, replicas: Mapping[str, int], observability: bool) -> int:
     """Start everything, print the summary, wait for Ctrl-C or SIGTERM, stop everything."""
     runfile = RunFile(data_dir)
     runfile.claim()
@@ -96,7 +131,7 @@ def run(data_dir: Path, *, gateway_replicas: int, observability: bool) -> int:
         data_dir=data_dir,
         ports=ports,
         ollama_url=os.environ.get("OLLAMA_URL") or f"http://{HOST}:{ports.llm}",
-        gateway_replicas=gateway_replicas,
+        replicas=dict(replicas),
         observability=observability,
     )
     stack = Stack(config)

@@ -35,8 +35,15 @@ class StackConfig:
     ollama_url: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     gateway_replicas: int = 1
+    # Processes per service ("auth", "usage", "ai", "gateway"); the gateway's count defaults to
+    # `gateway_replicas`, the others' to 1.
+    replicas: Mapping[str, int] = field(default_factory=dict)
     observability: bool = False
     ready_timeout_s: float = 30.0
     install_missing: bool = True
     repo_root: Path = field(default_factory=find_repo_root)
     progress: Callable[[str], None] = print_progress
+
+    def replica_count(self, component: str) -> int:
+        default = self.gateway_replicas if component == "gateway" else 1
+        return self.replicas.get(component, default)

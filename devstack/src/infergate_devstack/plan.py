@@ -25,10 +25,22 @@ from infergate_devstack.processes import ProcessSpec
 from infergate_devstack.stack_secrets import StackSecrets, load_or_create
 from infergate_devstack.tls import ensure_certificate
 
+# The services that may run as several processes.
+REPLICATED = ("auth", "usage", "ai", "gateway")
+
+
+def replica_name(component: str, index: int) -> str:
+    """Replica 0 is `gateway` (`auth`, ...), the others `gateway-1`, `gateway-2`, ..."""
+    return component if index == 0 else f"{component}-{index}"
+
 
 def gateway_name(index: int) -> str:
-    """Replica 0 is `gateway`, the others `gateway-1`, `gateway-2`, ..."""
-    return "gateway" if index == 0 else f"gateway-{index}"
+    return replica_name("gateway", index)
+
+
+def component_of(name: str) -> str:
+    """`gateway` of `gateway-1`, `nginx` of `nginx_tls`."""
+    return name.split("-")[0].removesuffix("_tls")
 
 
 class StackPlan:
@@ -38,8 +50,9 @@ class StackPlan:
         unknown = set(only or ()) - set(COMPONENTS)
         if unknown:
             raise ValueError(f"unknown components {sorted(unknown)}; known: {COMPONENTS}")
-        if config.gateway_replicas < 1:
-            raise ValueError("gateway_replicas must be at least 1")
+        for component in REPLICATED:
+            if config.replica_count(component) < 1:
+                raise ValueError(f"{component} needs at least one replica")
         self.config = config
         selected = frozenset(COMPONENTS if only is None else only)
         self.components = selected if config.observability else selected - {"prometheus"}
@@ -59,9 +72,19 @@ class StackPlan:
             auth_password=self.secrets.mongo_auth_password,
             usage_password=self.secrets.mongo_usage_password,
         )
-        extra = free_ports(config.gateway_replicas - 1) if config.gateway_replicas > 1 else []
-        self.gateway_ports = [config.ports.gateway, *extra]
+        # Replica 0 of each service on its configured port, the others on free ones.
+        # (One request for all of them: ports asked for separately may repeat.)
+        extra = free_ports(sum(config.replica_count(c) - 1 for c in REPLICATED))
+        self.replica_ports: dict[str, list[int]] = {}
+        for component in REPLICATED:
+            taken = config.replica_count(component) - 1
+            self.replica_ports[component] = [config.ports.of(component), *extra[:taken]]
+            del extra[:taken]
         self.llm: LlmChoice | None = None
+
+    @property
+    def gateway_ports(self) -> list[int]:
+        return self.replica_ports["gateway"]
 
     @property
     def logs_dir(self) -> Path:
@@ -81,11 +104,9 @@ class StackPlan:
         return (self.config.ollama_url or f"http://{HOST}:{self.config.ports.llm}").rstrip("/")
 
     def service_port(self, name: str) -> int:
-        """The port of auth, usage, ai, gateway or gateway-N."""
-        if name in ("auth", "usage", "ai"):
-            return self.config.ports.of(name)
-        for index, port in enumerate(self.gateway_ports):
-            if name == gateway_name(index):
+        """The port of auth, usage, ai, gateway or a replica (auth-1, gateway-2, ...)."""
+        for index, port in enumerate(self.replica_ports.get(component_of(name), [])):
+            if name == replica_name(component_of(name), index):
                 return port
         raise KeyError(f"no service {name!r}")
 
@@ -93,15 +114,15 @@ class StackPlan:
         """(name, port) of every selected component that listens, except the LLM (which needs
         its port only when no Ollama answers: checked once that is known)."""
         ports = self.config.ports
-        needed = [(name, ports.of(name)) for name in ("redis", "mongo", "auth", "usage", "ai")]
-        needed += [(gateway_name(i), port) for i, port in enumerate(self.gateway_ports)]
+        needed = [(name, ports.of(name)) for name in ("redis", "mongo")]
+        needed += [
+            (replica_name(component, i), port)
+            for component in REPLICATED
+            for i, port in enumerate(self.replica_ports[component])
+        ]
         needed += [("nginx", ports.nginx), ("nginx_tls", ports.nginx_tls)]
         needed += [("prometheus", ports.prometheus)]
-        return [
-            (name, port)
-            for name, port in needed
-            if name.split("-")[0].removesuffix("_tls") in self.components
-        ]
+        return [(name, port) for name, port in needed if component_of(name) in self.components]
 
     def datastore_specs(self) -> list[ProcessSpec]:
         specs = []
@@ -144,18 +165,21 @@ class StackPlan:
         return self.llm
 
     def service_names(self, components: Collection[str]) -> list[str]:
-        """The selected services among `components`: auth, usage, ai, gateway, gateway-1, ..."""
-        names = [c for c in ("auth", "usage", "ai") if c in components]
-        if "gateway" in components:
-            names += [gateway_name(i) for i in range(len(self.gateway_ports))]
-        return [name for name in names if name.split("-")[0] in self.components]
+        """The selected services among `components`, every replica: auth, auth-1, ..., gateway,
+        gateway-1, ..."""
+        return [
+            replica_name(component, i)
+            for component in REPLICATED
+            if component in components and component in self.components
+            for i in range(len(self.replica_ports[component]))
+        ]
 
     def service_specs(self, components: Collection[str]) -> list[ProcessSpec]:
         """Specs of the selected services among `components` (gateway: one per replica)."""
         wiring = self._wiring()
         return [
             service_spec(
-                name.split("-")[0],
+                component_of(name),
                 name=name,
                 port=self.service_port(name),
                 wiring=wiring,
@@ -171,9 +195,9 @@ class StackPlan:
             internal_token=self.internal_token,
             secrets=self.secrets,
             mongo_users=self.mongo_users,
-            auth_port=ports.auth,
-            usage_port=ports.usage,
-            ai_port=ports.ai,
+            auth_ports=self.replica_ports["auth"],
+            usage_ports=self.replica_ports["usage"],
+            ai_ports=self.replica_ports["ai"],
             redis_port=ports.redis,
             mongo_port=ports.mongo,
             llm_url=self.llm_url,
@@ -205,7 +229,7 @@ class StackPlan:
     def prometheus_spec(self) -> ProcessSpec:
         """Prometheus scraping every selected service process (each gateway replica)."""
         targets = [
-            ScrapeTarget(job=SERVICES[name.split("-")[0]][1], port=self.service_port(name))
+            ScrapeTarget(job=SERVICES[component_of(name)][1], port=self.service_port(name))
             for name in self.service_names(self.components)
         ]
         return prometheus_spec(

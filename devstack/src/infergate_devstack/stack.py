@@ -125,7 +125,8 @@ class Stack:
         return self._plan.data_dir / "tls" / "ca.pem"
 
     def service_url(self, name: str) -> str:
-        """Direct loopback URL of auth, usage, ai, gateway (gateway-N for replicas), llm, nginx."""
+        """Direct loopback URL of auth, usage, ai, gateway (auth-N, gateway-N, ... for replicas),
+        llm, nginx."""
         if name == "llm":
             return self.llm_url
         if name == "nginx":
@@ -140,6 +141,10 @@ class Stack:
     @property
     def gateway_ports(self) -> list[int]:
         return list(self._plan.gateway_ports)
+
+    def replica_names(self, component: str) -> list[str]:
+        """Every process of one service: `auth`, `auth-1`, ... (gateway, usage, ai alike)."""
+        return self._plan.service_names({component})
 
     @property
     def mongo_uri(self) -> str:

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from infergate_devstack.stack import Stack
 
-_SERVICES = (("gateway", "api-gateway"), ("auth", "auth-service"), ("usage", "usage-service"))
+_SERVICES = (
+    ("gateway", "api-gateway"),
+    ("auth", "auth-service"),
+    ("usage", "usage-service"),
+    ("ai", "ai-service"),
+)
 
 
 def format_summary(stack: Stack, *, startup_s: float) -> str:
     public = stack.public_url
     rows = [("Public API (nginx)", public)]
-    rows += [(label, stack.service_url(name)) for name, label in _SERVICES]
-    rows.append(("ai-service", stack.service_url("ai")))
-    rows += [
-        (f"api-gateway replica {i}", f"http://127.0.0.1:{port}")
-        for i, port in enumerate(stack.gateway_ports[1:], start=1)
-    ]
+    for component, label in _SERVICES:
+        names = stack.replica_names(component)
+        rows += [
+            (label if len(names) == 1 else f"{label} {i + 1}/{len(names)}", stack.service_url(name))
+            for i, name in enumerate(names)
+        ]
     rows += [
         ("Redis", f"127.0.0.1:{stack.redis_port} (ACL users: {stack.data_dir}/secrets.json)"),
         ("MongoDB (SecantusDB)", f"127.0.0.1:{stack.mongo_port} (users: the same file)"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +37,9 @@ class ServiceWiring:
     internal_token: str
     secrets: StackSecrets
     mongo_users: MongoUsers
-    auth_port: int
-    usage_port: int
-    ai_port: int
+    auth_ports: Sequence[int]  # every replica's
+    usage_ports: Sequence[int]
+    ai_ports: Sequence[int]
     redis_port: int
     mongo_port: int
     llm_url: str
@@ -77,14 +77,19 @@ def _own_settings(component: str, wiring: ServiceWiring) -> dict[str, str]:
     if component == "ai":
         return {"OLLAMA_URL": wiring.llm_url}
     return {
-        "AUTH_SERVICE_URL": f"http://{HOST}:{wiring.auth_port}",
-        "USAGE_SERVICE_URL": f"http://{HOST}:{wiring.usage_port}",
-        "AI_SERVICE_URL": f"http://{HOST}:{wiring.ai_port}",
+        # Every replica, comma-separated: the gateway balances them.
+        "AUTH_SERVICE_URL": _urls(wiring.auth_ports),
+        "USAGE_SERVICE_URL": _urls(wiring.usage_ports),
+        "AI_SERVICE_URL": _urls(wiring.ai_ports),
         "REDIS_HOST": HOST,
         "REDIS_PORT": str(wiring.redis_port),
         "REDIS_USERNAME": REDIS_GATEWAY_USER,
         "REDIS_PASSWORD": wiring.secrets.redis_gateway_password,
     }
+
+
+def _urls(ports: Sequence[int]) -> str:
+    return ",".join(f"http://{HOST}:{port}" for port in ports)
 
 
 def service_spec(
@@ -96,7 +101,7 @@ def service_spec(
     log_path: Path,
     ready_timeout_s: float,
 ) -> ProcessSpec:
-    """`name` differs from `component` for gateway replicas (gateway-1, gateway-2, ...)."""
+    """`name` differs from `component` for replicas (gateway-1, auth-2, ...)."""
     return ProcessSpec(
         name=name,
         argv=[sys.executable, "-m", SERVICES[component][0]],
