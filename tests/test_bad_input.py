@@ -70,6 +70,23 @@ async def test_a_malformed_body_on_any_public_route_is_4xx_json(
     assert_4xx_json(await api.post(path, content=content, headers=headers))
 
 
+@pytest.mark.parametrize("path", BODY_ROUTES)
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
+async def test_json_sent_without_its_content_type_is_told_which_header_is_missing(
+    api: httpx.AsyncClient, api_key: str, path: str, content_type: str | None
+) -> None:
+    """`curl -d '{...}'` sends a form's Content-Type (or none): the error names the header."""
+    headers = {"x-api-key": api_key, **({"content-type": content_type} if content_type else {})}
+    body = b'{"email": "a@example.com", "prompt": "hi", "model": "llama3", "messages": []}'
+
+    response = await api.post(path, content=body, headers=headers)
+
+    assert response.status_code == 400
+    error = response.json().get("error", response.json())  # OpenAI's shape or InferGate's
+    assert error["code"] == "invalid_content_type"
+    assert "Content-Type: application/json" in error["message"]
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [

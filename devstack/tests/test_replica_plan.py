@@ -70,6 +70,17 @@ def test_prometheus_scrapes_and_the_summary_lists_every_process(tmp_path: Path) 
     assert "usage-service 2/2:" in summary
     assert "ai-service 3/3:" in summary
     assert config_file.read_text().count("127.0.0.1:") == 1 + sum(TWO_OF_EACH.values())
+    assert "Admin API:" in summary
+    assert "off (set ADMIN_TOKEN" in summary
+
+
+def test_the_summary_says_where_the_admin_api_is_when_it_is_on(tmp_path: Path) -> None:
+    config = StackConfig(data_dir=tmp_path, ports=Ports.free(), env={"ADMIN_TOKEN": "a" * 20})
+    stack = Stack(config)
+
+    summary = format_summary(stack, startup_s=1.0)
+
+    assert f"on (ADMIN_TOKEN), at {stack.service_url('gateway')}/admin/users" in summary
 
 
 def test_replicas_are_read_from_the_command_line_and_bad_ones_refused() -> None:

@@ -169,6 +169,18 @@ def _validation_message(
     return f"Invalid request: {where}: {first.get('msg', 'invalid value')}", "validation_error"
 
 
+def _body_not_declared_json(request: Request, errors: Sequence[Any]) -> bool:
+    """The body was refused as a whole (not one of its fields), and its Content-Type is not
+    JSON (missing, or a form's, as `curl -d` sends by default)."""
+    whole_body = any(
+        tuple(error.get("loc", ())) == ("body",) and error.get("type") != "missing"
+        for error in errors
+    )
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    is_json = media_type == "application/json" or media_type.endswith("+json")
+    return whole_body and request.method in ("POST", "PUT", "PATCH") and not is_json
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorResponse:
     """One error about to be answered; a renderer turns it into the route family's shape."""
@@ -216,6 +228,13 @@ def install_error_handlers(
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         message, code = _validation_message(exc.errors(), messages)
+        if code != "invalid_json" and _body_not_declared_json(request, exc.errors()):
+            # `curl -d '{...}'` without -H 'content-type: application/json': the body may well
+            # be JSON, but it was not read as such. Say what to fix.
+            message = (
+                "Request body must be sent as JSON: add the header 'Content-Type: application/json'"
+            )
+            code = "invalid_content_type"
         return render(request, ErrorResponse(400, message, code, {}))
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 import uvicorn
+from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from infergate_common.errors import error_body
 from infergate_common.settings import ServiceSettings
+
+S = TypeVar("S")
 
 
 class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
@@ -29,8 +35,30 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def serve(factory: str, settings: ServiceSettings, *, workers: int = 1) -> None:
+def settings_or_exit(service: str, load: Callable[[], S]) -> S:
+    """The service's settings; an invalid one ends the process with one line per problem that
+    names the variable and the rule (exit status 2), not a traceback."""
+    try:
+        return load()
+    except ValidationError as exc:
+        for line in invalid_settings(exc):
+            print(f"{service}: invalid setting: {line}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def invalid_settings(exc: ValidationError) -> list[str]:
+    """`VARIABLE: what is wrong` for each error (a setting's variable is its name upper-cased)."""
+    lines = []
+    for error in exc.errors():
+        variable = "_".join(str(part) for part in error.get("loc", ())).upper() or "(settings)"
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        lines.append(message if message.startswith(variable) else f"{variable}: {message}")
+    return lines
+
+
+def serve(factory: str, load_settings: Callable[[], ServiceSettings], *, workers: int = 1) -> None:
     """Run `factory` (a `module:create_app` path) on the configured host and port."""
+    settings = settings_or_exit(factory.split(".")[0].replace("_", "-"), load_settings)
     uvicorn.run(
         factory,
         factory=True,

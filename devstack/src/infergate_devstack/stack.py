@@ -9,6 +9,8 @@ run` and for the tests:
 from __future__ import annotations
 
 import atexit
+import os
+import shutil
 from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
@@ -142,6 +144,12 @@ class Stack:
     def gateway_ports(self) -> list[int]:
         return list(self._plan.gateway_ports)
 
+    @property
+    def admin_enabled(self) -> bool:
+        """Whether the gateways run the admin API (ADMIN_TOKEN set for them)."""
+        token = self.config.env.get("ADMIN_TOKEN", os.environ.get("ADMIN_TOKEN", ""))
+        return bool(token)
+
     def replica_names(self, component: str) -> list[str]:
         """Every process of one service: `auth`, `auth-1`, ... (gateway, usage, ai alike)."""
         return self._plan.service_names({component})
@@ -208,6 +216,7 @@ class Stack:
 
     def _prepare(self) -> None:
         plan = self._plan
+        _keep_previous_logs(plan.logs_dir)
         plan.logs_dir.mkdir(parents=True, exist_ok=True)
         for name in kill_leftovers(plan.pid_dir):
             self.config.progress(f"stopped {name}, left running by an earlier stack")
@@ -236,3 +245,13 @@ class Stack:
             self._processes[spec.name].spawn()
         for spec in specs:
             self._processes[spec.name].wait_ready()
+
+
+def _keep_previous_logs(logs_dir: Path) -> None:
+    """Each run writes fresh logs; the previous run's move to `<logs>.previous` (the one before
+    that is deleted), so logs never pile up across runs."""
+    if not logs_dir.is_dir() or not any(logs_dir.iterdir()):
+        return
+    previous = logs_dir.with_name(logs_dir.name + ".previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    logs_dir.rename(previous)

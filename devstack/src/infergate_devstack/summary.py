@@ -26,6 +26,11 @@ def format_summary(stack: Stack, *, startup_s: float) -> str:
         ("MongoDB (SecantusDB)", f"127.0.0.1:{stack.mongo_port} (users: the same file)"),
         ("LLM", stack.llm_description),
     ]
+    if stack.admin_enabled:
+        admin = f"on (ADMIN_TOKEN), at {stack.service_url('gateway')}/admin/users on each gateway"
+        rows.append(("Admin API", admin + "; not routed by nginx"))
+    else:
+        rows.append(("Admin API", "off (set ADMIN_TOKEN, 16+ characters, to turn it on)"))
     if "prometheus" in stack.components:
         rows.append(
             ("Prometheus", f"{stack.prometheus_url} (alerts: {stack.prometheus_url}/alerts)")
