@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.fake_ollama_fixtures import FakeOllamaControl
 from tests.helpers import usage
@@ -112,3 +113,21 @@ async def test_rate_limit_headers_come_through_nginx(
     assert headers["ratelimit-policy"] == '"requests";q=10000;w=60'
     assert headers["x-ratelimit-limit-tokens"] == "1000"
     assert headers["x-ratelimit-remaining-tokens"] == str(1000 - response.json()["tokensUsed"])
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/test"), ("GET", "/v1/models")])
+async def test_every_authenticated_route_carries_the_request_and_token_headers(
+    api: httpx.AsyncClient, api_key: str, method: str, path: str
+) -> None:
+    chat = await api.post("/v1/chat", json={"prompt": "hi"}, headers={"x-api-key": api_key})
+    assert chat.status_code == 200
+
+    response = await api.request(method, path, headers={"x-api-key": api_key})
+
+    assert response.status_code == 200, response.text
+    headers = response.headers
+    assert headers["x-ratelimit-limit-requests"] == "10000"
+    assert int(headers["x-ratelimit-remaining-requests"]) < 10000
+    assert headers["x-ratelimit-limit-tokens"] == "1000"
+    remaining_tokens = int(headers["x-ratelimit-remaining-tokens"])
+    assert remaining_tokens == (await usage(api, api_key))["remainingTokens"] < 1000

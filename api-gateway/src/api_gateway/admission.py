@@ -48,7 +48,8 @@ def record_usage(request: Request, usage: MonthlyUsage | None) -> None:
         record_tokens(request.scope, TokenBudget(usage.monthlyTokenLimit, remaining))
 
 
-async def _record_current_usage(request: Request, usage: UsageClient, user: VerifiedUser) -> None:
+async def record_current_usage(request: Request, usage: UsageClient, user: VerifiedUser) -> None:
+    """The token headers from the user's month now (left out if usage-service cannot say)."""
     try:
         record_usage(request, await usage.monthly(user))
     except AppError as exc:  # the refusal stands; only its token headers are missing
@@ -83,7 +84,7 @@ async def admit(
     except ForbiddenError:
         key, _, _ = user_window(turn.user, turn.settings)
         record_requests(request.scope, await limiter.refund(key, decision))
-        await _record_current_usage(request, turn.usage, turn.user)
+        await record_current_usage(request, turn.usage, turn.user)
         raise
     reservation = admitted.reservation
     record_tokens(

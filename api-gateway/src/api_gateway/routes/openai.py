@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from infergate_common.errors import error_responses
 
-from api_gateway.admission import admit, show_window
+from api_gateway.admission import admit, record_current_usage, show_window
 from api_gateway.deps import (
     AiClientDep,
     CatalogDep,
@@ -17,6 +17,7 @@ from api_gateway.deps import (
     CurrentUser,
     LimiterDep,
     SettingsDep,
+    UsageClientDep,
 )
 from api_gateway.openai_format import CompletionIds, completion, completion_chunks
 from api_gateway.openai_schemas import (
@@ -81,7 +82,9 @@ async def list_models(
     catalog: CatalogDep,
     limiter: LimiterDep,
     settings: SettingsDep,
+    usage: UsageClientDep,
 ) -> ModelListing:
     """The models you may use: the allowed ones the LLM server has."""
     await show_window(request, limiter, settings, user)
+    await record_current_usage(request, usage, user)
     return ModelListing(data=[ModelCard(id=m, created=0) for m in await catalog.available(ai)])

@@ -6,7 +6,13 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import StreamingResponse
 from infergate_common.errors import RateLimitedError, error_responses
 
-from api_gateway.admission import admit, count_request, record_usage, show_window
+from api_gateway.admission import (
+    admit,
+    count_request,
+    record_current_usage,
+    record_usage,
+    show_window,
+)
 from api_gateway.deps import (
     AuthClientDep,
     CatalogDep,
@@ -124,8 +130,13 @@ async def usage(
 
 @router.get("/test", response_model=AccessGranted, responses=error_responses(401, 429, 503, 504))
 async def access_test(
-    request: Request, user: CurrentUser, limiter: LimiterDep, settings: SettingsDep
+    request: Request,
+    user: CurrentUser,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+    usage: UsageClientDep,
 ) -> AccessGranted:
     """Check an API key (shares the chat rate limit)."""
     await count_request(request, limiter, settings, user)
+    await record_current_usage(request, usage, user)
     return AccessGranted(user=user)
