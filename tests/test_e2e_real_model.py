@@ -72,6 +72,20 @@ async def test_a_real_chat_is_metered_with_the_models_own_counts(
     assert (await usage(client, key))["usedTokens"] == body["tokensUsed"]
 
 
+async def test_the_models_listing_says_which_model_answers_as_llama3(
+    client: httpx.AsyncClient,
+) -> None:
+    key = await register(client)
+
+    response = await client.get("/v1/models", headers={"x-api-key": key})
+
+    assert response.status_code == 200, response.text
+    (card,) = response.json()["data"]
+    assert card["id"] == "llama3"
+    assert card["root"] == "smollm2:135m"  # the embedded model behind the alias
+    assert card["details"]["parameter_size"] == "135M"
+
+
 async def test_a_real_streamed_chat_sends_text_and_is_metered(
     client: httpx.AsyncClient,
 ) -> None:

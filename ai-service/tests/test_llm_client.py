@@ -171,6 +171,28 @@ async def test_models_lists_the_servers_models_without_the_latest_tag() -> None:
     ]
 
 
+async def test_an_alias_of_another_model_is_described_with_its_other_names() -> None:
+    details = {"family": "llama", "parameter_size": "135M", "quantization_level": "Q4_1"}
+    tags = {
+        "models": [
+            {"model": "llama3:latest", "digest": "d1", "details": details},
+            {"model": "smollm2:135m", "digest": "d1", "details": details},
+            {"model": "qwen2:7b", "digest": "d2"},
+        ]
+    }
+
+    catalog = await llm_with(lambda _: httpx.Response(200, json=tags)).catalog()
+
+    described = {model.name: model for model in catalog}
+    assert described["llama3"].sameAs == ["smollm2:135m"]
+    assert described["smollm2:135m"].sameAs == ["llama3"]
+    assert described["qwen2:7b"].sameAs == []
+    assert (described["llama3"].parameterSize, described["llama3"].quantization) == (
+        "135M",
+        "Q4_1",
+    )
+
+
 async def test_the_models_own_counts_are_counted_once_per_call_plain_and_streamed() -> None:
     registry = CollectorRegistry()
     chunk = {"model": "llama3", "created_at": "x", "done": False}

@@ -25,7 +25,7 @@ from infergate_common.metrics import counter
 from infergate_common.request_context import REQUEST_ID_HEADER, current_request_id
 from prometheus_client import CollectorRegistry
 
-from ai_service.schemas import GenerateRequest, GenerateResponse
+from ai_service.schemas import GenerateRequest, GenerateResponse, ModelInfo
 
 _log = structlog.get_logger("llm")
 # Everything the ollama client raises for a failed call (see ecosystem notes, section 3.7).
@@ -126,12 +126,33 @@ class LlmClient:
 
     async def models(self) -> list[str]:
         """The models the LLM server has, as `name` (`:latest` dropped) or `name:tag`."""
+        return [model.name for model in await self.catalog()]
+
+    async def catalog(self) -> list[ModelInfo]:
+        """The models the LLM server has, by name, with what it says about each."""
         try:
             listing = await self._client.list()
         except LLM_ERRORS as exc:
             raise translate_llm_error(exc, model="*") from exc
-        names = {m.model.removesuffix(":latest") for m in listing.models if m.model}
-        return sorted(names)
+        by_digest: dict[str, list[str]] = {}
+        found: dict[str, ModelInfo] = {}
+        for model in listing.models:
+            if not model.model:
+                continue
+            name = model.model.removesuffix(":latest")
+            details = model.details
+            found[name] = ModelInfo(
+                name=name,
+                family=details.family if details else None,
+                parameterSize=details.parameter_size if details else None,
+                quantization=details.quantization_level if details else None,
+            )
+            if model.digest:
+                by_digest.setdefault(model.digest, []).append(name)
+        for names in by_digest.values():
+            for name in names:
+                found[name].sameAs = sorted(set(names) - {name})
+        return [found[name] for name in sorted(found)]
 
     async def stream(self, body: GenerateRequest) -> AsyncIterator[bytes]:
         """NDJSON events; the first chunk is awaited here so early failures raise normally."""

@@ -42,5 +42,18 @@ class GenerateResponse(BaseModel):
     doneReason: str
 
 
+class ModelInfo(BaseModel):
+    """What the LLM server says about one model name (Ollama's /api/tags details)."""
+
+    name: str
+    # Other names of the same model file (the same digest): an alias such as `llama3` for the
+    # embedded SmolLM2 lists the real name here.
+    sameAs: list[str] = []
+    family: str | None = None
+    parameterSize: str | None = None
+    quantization: str | None = None
+
+
 class ModelList(BaseModel):
     models: list[str]
+    details: list[ModelInfo] = []

@@ -31,6 +31,7 @@ from api_gateway.schemas import (
     ModelCall,
     MonthlyUsage,
     RotatedKey,
+    ServedModel,
     VerifiedUser,
 )
 
@@ -174,9 +175,13 @@ class AiClient(InternalServiceClient):
         body = await self.call("POST", "/ai/generate", json=spec.payload(stream=False))
         return Generation.model_validate(body)
 
-    async def models(self) -> list[str]:
+    async def models(self) -> list[ServedModel]:
+        """The LLM server's models, with what it says about each (when ai-service tells)."""
         body = await self.call("GET", "/ai/models")
-        return [str(name) for name in body["models"]]
+        described = {
+            str(item["name"]): ServedModel.model_validate(item) for item in body.get("details", [])
+        }
+        return [described.get(str(name), ServedModel(name=str(name))) for name in body["models"]]
 
     def stream(self, spec: ModelCall) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
         """The model's NDJSON events: delta, then done or error."""

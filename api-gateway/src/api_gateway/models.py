@@ -7,6 +7,7 @@ import time
 from infergate_common.errors import AppError, NotFoundError
 
 from api_gateway.clients import AiClient
+from api_gateway.schemas import ServedModel
 
 _CACHE_SECONDS = 10.0
 
@@ -19,7 +20,7 @@ class ModelCatalog:
     def __init__(self, allowed: list[str], *, default: str) -> None:
         self.allowed = [normalize(m) for m in allowed] or [normalize(default)]
         self.default = normalize(default)
-        self._available: list[str] | None = None
+        self._available: list[ServedModel] | None = None
         self._fetched_at = 0.0
 
     def resolve(self, requested: str | None) -> str:
@@ -34,16 +35,23 @@ class ModelCatalog:
             )
         return name
 
-    async def available(self, ai: AiClient) -> list[str]:
-        """Allowed models the LLM server actually has (briefly cached)."""
+    async def available(self, ai: AiClient) -> list[ServedModel]:
+        """Allowed models the LLM server actually has, with its description of each (briefly
+        cached)."""
         now = time.monotonic()
         if self._available is None or now - self._fetched_at > _CACHE_SECONDS:
             try:
-                served = set(await ai.models())
+                served = {model.name: model for model in await ai.models()}
             except AppError:
                 if self._available is None:
                     raise
                 return self._available  # stale is better than failing a listing
-            self._available = [m for m in self.allowed if m in served]
+            self._available = [served[m] for m in self.allowed if m in served]
             self._fetched_at = now
         return self._available
+
+    def root(self, model: ServedModel) -> str | None:
+        """The model an allowed name stands for when it is another name of the same file (the
+        embedded SmolLM2 answering as `llama3`): the first such name that is not itself allowed."""
+        others = [name for name in model.sameAs if name not in self.allowed] or model.sameAs
+        return others[0] if others else None

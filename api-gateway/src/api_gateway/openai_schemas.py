@@ -105,11 +105,21 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class ModelDetails(BaseModel):
+    family: str | None = None
+    parameter_size: str | None = None
+    quantization_level: str | None = None
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "infergate"
+    # The model the name stands for when it is an alias of another (as vLLM's `root`): the
+    # embedded SmolLM2 answers as `llama3` so that existing clients work, and says so here.
+    root: str | None = None
+    details: ModelDetails | None = None
 
 
 class ModelListing(BaseModel):

@@ -100,6 +100,16 @@ class Generation(BaseModel):
     doneReason: str
 
 
+class ServedModel(BaseModel):
+    """One model of the LLM server, as ai-service describes it (GET /ai/models)."""
+
+    name: str
+    sameAs: list[str] = []
+    family: str | None = None
+    parameterSize: str | None = None
+    quantization: str | None = None
+
+
 class MonthlyUsage(BaseModel):
     usedTokens: int
     reservedTokens: int

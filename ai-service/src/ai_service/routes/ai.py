@@ -30,4 +30,5 @@ async def generate(body: GenerateRequest, llm: LlmDep) -> GenerateResponse | Str
 @router.get("/models", response_model=ModelList, responses=error_responses(503, 504))
 async def models(llm: LlmDep) -> ModelList:
     """The models the LLM server has."""
-    return ModelList(models=await llm.models())
+    catalog = await llm.catalog()
+    return ModelList(models=[model.name for model in catalog], details=catalog)

@@ -24,6 +24,7 @@ from api_gateway.openai_schemas import (
     ChatCompletion,
     ChatCompletionRequest,
     ModelCard,
+    ModelDetails,
     ModelListing,
     OpenAIErrorBody,
 )
@@ -73,6 +74,7 @@ async def chat_completions(
 @router.get(
     "/v1/models",
     response_model=ModelListing,
+    response_model_exclude_none=True,
     responses=error_responses(401, 503, 504, model=OpenAIErrorBody),
 )
 async def list_models(
@@ -87,4 +89,18 @@ async def list_models(
     """The models you may use: the allowed ones the LLM server has."""
     await show_window(request, limiter, settings, user)
     await record_current_usage(request, usage, user)
-    return ModelListing(data=[ModelCard(id=m, created=0) for m in await catalog.available(ai)])
+    return ModelListing(
+        data=[
+            ModelCard(
+                id=model.name,
+                created=0,
+                root=catalog.root(model),
+                details=ModelDetails(
+                    family=model.family,
+                    parameter_size=model.parameterSize,
+                    quantization_level=model.quantization,
+                ),
+            )
+            for model in await catalog.available(ai)
+        ]
+    )
