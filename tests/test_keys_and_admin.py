@@ -219,7 +219,7 @@ async def test_redis_coming_back_with_an_older_version_does_not_revive_a_revoked
     statuses = []
     try:
         for _ in range(40):  # 4 s: several of the replica's reads of auth-service's changes
-            await store.set(f"keyver:{user}", 0)  # the version from before the change
+            await store.set(f"keyver:{{{user}}}", 0)  # the version from before the change
             statuses.append(await usage_status(second, key))
             await asyncio.sleep(0.1)
     finally:

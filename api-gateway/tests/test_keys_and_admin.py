@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager
 import httpx
 import pytest
 import redis.asyncio as redis
-from api_gateway.key_versions import KeyVersions
+from api_gateway.key_versions import KeyVersions, doubt_key, version_key
 from api_gateway.main import create_app
 from fastapi import FastAPI
 from gateway_downstream import (
@@ -108,7 +108,12 @@ async def test_a_change_made_through_another_replica_applies_on_the_next_request
         )
         # Redis holds version 1 now: the second replica's cached version 0 is stale at once.
         assert (await second.get("/test", headers=KEY)).status_code == 401
-        assert verify_calls(downstream) == 2
+        assert downstream.paths("auth") == [
+            "/auth/verify",  # the second replica, cached from then on
+            "/auth/verify",  # the first resolves whose key it is before the change
+            "/auth/keys/revoke",
+            "/auth/verify",  # the second, whose cached verification is stale
+        ]
 
 
 async def test_a_plan_change_on_another_replica_applies_on_the_next_request(
@@ -186,7 +191,8 @@ async def test_announced_versions_only_go_up(redis_client: redis.Redis) -> None:
     assert await versions.announce(USER_ID, 2) == 3  # a late, older announcement
     current = [await versions.is_current(USER_ID, v, VALID_KEY) for v in (2, 3)]
     assert current == [False, True]
-    assert 0 < await redis_client.ttl(f"keyver:{USER_ID}") <= 60
+    assert 0 < await redis_client.ttl(version_key(USER_ID)) <= 60
+    assert version_key(USER_ID) == "keyver:{" + USER_ID + "}"  # hashed by the user id alone
 
 
 async def test_a_key_in_doubt_is_not_trusted_from_any_cache_until_the_mark_expires(
@@ -196,9 +202,11 @@ async def test_a_key_in_doubt_is_not_trusted_from_any_cache_until_the_mark_expir
         redis_client, keep_seconds=60, errors=Recorded().metrics.redis_errors.labels("key_versions")
     )
     await versions.announce(USER_ID, 3)
-    await versions.doubt(VALID_KEY, seconds=0.3)
+    await versions.doubt(USER_ID, VALID_KEY, seconds=0.3)
     assert not await versions.is_current(USER_ID, 3, VALID_KEY)
     assert await versions.is_current(USER_ID, 3, "sk_other_key")  # only that key
+    assert await redis_client.keys("keydoubt:*") == [doubt_key(USER_ID, VALID_KEY).encode()]
+    assert doubt_key(USER_ID, VALID_KEY).startswith("keydoubt:{" + USER_ID + "}:")  # user's slot
     stored = repr(await redis_client.keys("*"))
     assert VALID_KEY not in stored
     assert hashlib.sha256(VALID_KEY.encode()).hexdigest() not in stored  # auth's lookup hash
@@ -233,7 +241,65 @@ async def test_a_change_with_an_unknown_outcome_stops_every_replica_trusting_its
             "auth", "/auth/verify", reply(401, {"message": "Invalid API key", "code": "x"})
         )
         assert (await second.get("/test", headers=KEY)).status_code == 401
-        assert verify_calls(downstream) == 2
+        # The second replica's, the first's (whose key it is, for the mark), the second's again.
+        assert verify_calls(downstream) == 3
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "auth_path"),
+    [
+        ("POST", "/v1/keys/rotate", "/auth/keys/rotate"),
+        ("DELETE", "/v1/keys/current", "/auth/keys/revoke"),
+    ],
+)
+async def test_a_key_in_doubt_is_marked_in_its_users_slot(
+    gateway: httpx.AsyncClient,
+    downstream: Downstream,
+    redis_client: redis.Redis,
+    method: str,
+    path: str,
+    auth_path: str,
+) -> None:
+    await gateway.get("/test", headers=KEY)  # cached: the change needs no verification first
+    downstream.override("auth", auth_path, reply(504, {"message": "x", "code": "x"}))
+    assert (await gateway.request(method, path, headers=KEY)).status_code == 504
+    assert downstream.paths("auth") == ["/auth/verify", auth_path]
+    assert await redis_client.keys("keydoubt:*") == [doubt_key(USER_ID, VALID_KEY).encode()]
+
+
+async def test_a_change_of_a_key_that_no_longer_verifies_still_reaches_auth_service(
+    gateway: httpx.AsyncClient, downstream: Downstream, redis_client: redis.Redis
+) -> None:
+    """A retried rotation that already succeeded: the old key no longer verifies, so its user
+    is unknown; auth-service decides (the same new key again), and an unknown outcome then
+    leaves no mark (the changes feed reaches every replica instead)."""
+    downstream.override(
+        "auth", "/auth/verify", reply(401, {"message": "Invalid API key", "code": "x"})
+    )
+    rotated = {"message": "x", "userId": USER_ID, "apiKey": "sk_fresh", "plan": "FREE"}
+    downstream.override("auth", "/auth/keys/rotate", reply(200, {**rotated, "version": 2}))
+    again = await gateway.post("/v1/keys/rotate", headers={**KEY, "idempotency-key": "k-1"})
+    assert (again.status_code, again.json()["apiKey"]) == (200, "sk_fresh")
+    downstream.override("auth", "/auth/keys/revoke", reply(503, {"message": "x", "code": "x"}))
+    assert (await gateway.delete("/v1/keys/current", headers=KEY)).status_code == 503
+    assert downstream.paths("auth") == [
+        "/auth/verify",
+        "/auth/keys/rotate",
+        "/auth/verify",
+        "/auth/keys/revoke",
+    ]
+    assert await redis_client.keys("keydoubt:*") == []
+
+
+@pytest.mark.parametrize("status", [503, 504])
+async def test_no_change_is_asked_for_while_auth_service_cannot_verify_the_key(
+    gateway: httpx.AsyncClient, downstream: Downstream, redis_client: redis.Redis, status: int
+) -> None:
+    downstream.override("auth", "/auth/verify", reply(status, {"message": "x", "code": "x"}))
+    assert (await gateway.post("/v1/keys/rotate", headers=KEY)).status_code == status
+    assert (await gateway.delete("/v1/keys/current", headers=KEY)).status_code == status
+    assert downstream.paths("auth") == ["/auth/verify", "/auth/verify"]
+    assert await redis_client.keys("keydoubt:*") == []  # nothing changed: nothing in doubt
 
 
 async def test_verifications_of_a_key_in_doubt_are_not_cached(
@@ -242,7 +308,7 @@ async def test_verifications_of_a_key_in_doubt_are_not_cached(
     # A change of unknown outcome may still land in auth-service after a verification read.
     await KeyVersions(
         redis_client, keep_seconds=60, errors=Recorded().metrics.redis_errors.labels("key_versions")
-    ).doubt(VALID_KEY, seconds=30)
+    ).doubt(USER_ID, VALID_KEY, seconds=30)
     for _ in range(2):
         assert (await gateway.get("/test", headers=KEY)).status_code == 200
     assert verify_calls(downstream) == 2
@@ -257,7 +323,9 @@ async def test_a_refused_change_leaves_the_caches_alone(
         await second.get("/test", headers=KEY)
         assert (await first.delete("/v1/keys/current", headers=KEY)).status_code == 401
         assert (await second.get("/test", headers=KEY)).status_code == 200
-        assert verify_calls(downstream) == 1  # nothing changed: the cache stays trusted
+        # The second's, then the first's before the change; nothing changed: the second replica
+        # keeps trusting its cache.
+        assert verify_calls(downstream) == 2
 
 
 # -- rotate and revoke --------------------------------------------------------------------------

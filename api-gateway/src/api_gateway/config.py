@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import unquote, urlsplit
 
 from infergate_common.settings import ServiceSettings
 from infergate_common.validation import Plan
-from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, field_validator, model_validator
+
+
+class RedisMode(StrEnum):
+    STANDALONE = "standalone"  # one server
+    CLUSTER = "cluster"  # a Redis Cluster, found from one seed node
+    SENTINEL = "sentinel"  # the primary that Sentinels name, followed through failovers
+
+
+@dataclass(frozen=True, slots=True)
+class RedisEndpoint:
+    """How to reach Redis: a server (standalone), a seed node (cluster), or only the credentials,
+    database and TLS to use on the primary the Sentinels name (sentinel)."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None = field(default=None, repr=False)
+    db: int = 0
+    tls: bool = False
 
 
 class Settings(ServiceSettings):
@@ -19,10 +41,19 @@ class Settings(ServiceSettings):
     ai_service_url: str = "http://127.0.0.1:4003"
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
-    # Redis' ACL user and password (empty: none).
+    # Redis' ACL user and password (empty: none); REDIS_URL's own credentials take precedence.
     redis_username: str = ""
     redis_password: SecretStr = SecretStr("")
     redis_timeout: PositiveFloat = 0.5
+    # redis://[user:password@]host[:port][/db], or rediss:// for TLS; overrides REDIS_HOST/PORT.
+    redis_url: SecretStr = SecretStr("")
+    # standalone, cluster (REDIS_URL or REDIS_HOST/PORT is a seed node) or sentinel.
+    redis_mode: RedisMode = RedisMode.STANDALONE
+    # Sentinel mode: the Sentinels (comma-separated host:port), the name they monitor the primary
+    # by, and the Sentinels' own password (empty: none).
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "infergate"
+    redis_sentinel_password: SecretStr = SecretStr("")
     # Per-call timeouts: auth and usage are quick lookups; the model may take minutes.
     auth_timeout: PositiveFloat = 3.0
     usage_timeout: PositiveFloat = 3.0
@@ -78,6 +109,50 @@ class Settings(ServiceSettings):
         chat deadline), then delivers what is queued."""
         return self.chat_deadline_seconds + 2 * self.usage_timeout
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_valid(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            _parse_redis_url(value.get_secret_value())
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_addresses(cls, value: str) -> str:
+        _parse_addresses(value)
+        return value
+
+    @model_validator(mode="after")
+    def _redis_mode_has_what_it_needs(self) -> Self:
+        if self.redis_mode is RedisMode.SENTINEL and not self.sentinel_addresses:
+            raise ValueError(
+                "REDIS_SENTINELS (comma-separated host:port of the Sentinels) is required "
+                "when REDIS_MODE is sentinel"
+            )
+        if self.redis_mode is RedisMode.CLUSTER and self.redis_endpoint.db != 0:
+            raise ValueError("REDIS_URL names a database: a Redis Cluster has only database 0")
+        return self
+
+    @property
+    def redis_endpoint(self) -> RedisEndpoint:
+        """REDIS_URL if set, else REDIS_HOST and REDIS_PORT; REDIS_USERNAME and REDIS_PASSWORD
+        when the URL carries no credentials."""
+        username = self.redis_username or None
+        password = self.redis_password.get_secret_value() or None
+        url = self.redis_url.get_secret_value()
+        if not url:
+            return RedisEndpoint(self.redis_host, self.redis_port, username, password)
+        parsed = _parse_redis_url(url)
+        if parsed.username is None and parsed.password is None:
+            return RedisEndpoint(
+                parsed.host, parsed.port, username, password, db=parsed.db, tls=parsed.tls
+            )
+        return parsed
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return _parse_addresses(self.redis_sentinels)
+
     @field_validator("admin_token")
     @classmethod
     def _admin_token_is_long_enough(cls, value: SecretStr) -> SecretStr:
@@ -95,6 +170,44 @@ class Settings(ServiceSettings):
 
     def rate_limit(self, plan: Plan) -> int:
         return self.pro_rate_limit if plan is Plan.PRO else self.free_rate_limit
+
+
+def _parse_redis_url(url: str) -> RedisEndpoint:
+    # The errors name the variable and repeat nothing of the URL: it may carry a password.
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError("REDIS_URL must start with redis:// or rediss:// (TLS)")
+    if parts.query or parts.fragment:
+        raise ValueError("REDIS_URL takes no query options (only user, password, host, port, db)")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError("REDIS_URL has an invalid port") from None
+    if not parts.hostname:
+        raise ValueError("REDIS_URL names no host")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError("REDIS_URL's path must be a database number (redis://host:port/0)")
+    return RedisEndpoint(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        db=int(path or 0),
+        tls=parts.scheme == "rediss",
+    )
+
+
+def _parse_addresses(value: str) -> list[tuple[str, int]]:
+    addresses = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS must be comma-separated host:port, not {item!r}")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
 
 
 @lru_cache

@@ -12,6 +12,11 @@ How a change reaches every replica, twice over:
   snapshot with a lower version.
 A change whose outcome the gateway does not learn (auth-service failed or timed out, the caller
 left) marks the key in doubt in Redis, so that no replica trusts a cached verification of it.
+The mark lives in the user's hash slot, so the user id is resolved before the change is asked
+for: from this replica's cache, else by verifying the key. A key that no longer verifies (a retry
+of a rotation that already succeeded) is changed without a user id, and then no mark is possible
+if the outcome is unknown: the durable path above still reaches every replica within
+KEY_CHANGES_SECONDS.
 """
 
 from __future__ import annotations
@@ -90,14 +95,16 @@ class KeyLifecycle:
 
     async def rotate(self, presented: str, *, idempotency_key: str | None) -> RotatedKey:
         """Replace the key (the same new key for a repeat with the same idempotency key)."""
-        async with self._changing(presented):
+        user_id = await self._user_of(presented)
+        async with self._changing(presented, user_id):
             change, rotated = await self._auth.rotate(presented, idempotency_key=idempotency_key)
         await self.announce(change)
         _log.info("api_key_rotated", user_id=change.user_id)
         return rotated
 
     async def revoke(self, presented: str) -> None:
-        async with self._changing(presented):
+        user_id = await self._user_of(presented)
+        async with self._changing(presented, user_id):
             change = await self._auth.revoke(presented)
         await self.announce(change)
         _log.info("api_key_revoked", user_id=change.user_id)
@@ -116,22 +123,43 @@ class KeyLifecycle:
         with anyio.CancelScope(shield=True):
             await self._versions.announce(change.user_id, change.version)
 
-    @asynccontextmanager
-    async def _changing(self, presented: str) -> AsyncIterator[None]:
-        """Around auth-service's change of a key: this replica forgets the key whatever happens,
-        and a change whose outcome is unknown (a 5xx, a timeout, the caller gone) marks the key
-        in doubt for as long as any cached verification may live. A 4xx changed nothing."""
+    async def _user_of(self, presented: str) -> str | None:
+        """Whose key is about to change (the id its doubt mark needs): this replica's cached
+        verification, else auth-service's. None when the key does not verify (a retry of a
+        rotation that succeeded: the change itself decides). auth-service's 5xx and timeouts
+        are raised: the change would fail too."""
         if not is_api_key(presented):
             raise invalid_key()
+        cached = self._cache.get(presented)
+        if cached is not None:
+            return cached.user.userId  # a key's user never changes: no version check needed
+        try:
+            return (await self._auth.verify(presented)).user.userId
+        except UnauthorizedError:
+            return None
+
+    @asynccontextmanager
+    async def _changing(self, presented: str, user_id: str | None) -> AsyncIterator[None]:
+        """Around auth-service's change of a key: this replica forgets the key whatever happens,
+        and a change whose outcome is unknown (a 5xx, a timeout, the caller gone) marks the key
+        in doubt for as long as any cached verification may live (when its user is known). A 4xx
+        changed nothing."""
         try:
             yield
         except BaseException as exc:
             if not (isinstance(exc, AppError) and exc.status_code < 500):
-                with anyio.CancelScope(shield=True):
-                    await self._versions.doubt(presented, seconds=self._cache.ttl)
+                await self._doubt(presented, user_id)
             raise
         finally:
             self._cache.invalidate(presented)
+
+    async def _doubt(self, presented: str, user_id: str | None) -> None:
+        if user_id is None:
+            # Nothing to name the mark by; the changes feed reaches every replica instead.
+            _log.warning("key_doubt_without_user")
+            return
+        with anyio.CancelScope(shield=True):
+            await self._versions.doubt(user_id, presented, seconds=self._cache.ttl)
 
     async def follow_changes(self) -> None:
         """Apply auth-service's stamped changes, every interval, for the life of the process."""

@@ -3,6 +3,7 @@
 Each allowed request adds a unique member to a sorted set scored by Redis' own clock, so replicas
 agree on time and two requests in the same millisecond both count. A refused request is not
 recorded, and the answer says when the oldest entry leaves the window (the honest Retry-After).
+Each script touches one key, so windows spread over every primary of a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import math
 import uuid
 from dataclasses import dataclass
 
-import redis.asyncio as redis
 import structlog
 from infergate_common.errors import UpstreamUnavailableError
 from redis.exceptions import RedisError
 
+from api_gateway.redis_store import LuaScript, RedisClient
 from api_gateway.telemetry import GatewayMetrics
 
 _log = structlog.get_logger("rate_limit")
@@ -68,10 +69,10 @@ class SlidingWindowLimiter:
     """`name` labels its decisions in the metrics (`infergate_rate_limit_decisions_total`)."""
 
     def __init__(
-        self, client: redis.Redis, *, fail_open: bool, name: str, metrics: GatewayMetrics
+        self, client: RedisClient, *, fail_open: bool, name: str, metrics: GatewayMetrics
     ) -> None:
         self._client = client
-        self._script = client.register_script(_SLIDING_WINDOW)
+        self._script = LuaScript(client, _SLIDING_WINDOW)
         self._fail_open = fail_open
         self.failures = 0
         self._metrics = metrics

@@ -14,16 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import redis.asyncio as redis
 from infergate_common.errors import AppError
 from infergate_common.http_client import InternalServiceClient, build_internal_client
 from infergate_common.metrics import lifespan_registry
 from infergate_common.tasks import cancel_and_wait
 from infergate_common.wire import Wire
 from prometheus_client import CollectorRegistry
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
 
 from api_gateway.auth_failures import AuthFailures
 from api_gateway.billing import Billing
@@ -36,6 +32,7 @@ from api_gateway.key_versions import KEY_VERSION_SECONDS, KeyVersions
 from api_gateway.models import ModelCatalog
 from api_gateway.rate_limit import SlidingWindowLimiter
 from api_gateway.readiness import Readiness
+from api_gateway.redis_store import RedisClient, open_redis, redis_ready
 from api_gateway.settlement_outbox import SettlementOutbox
 from api_gateway.settler import Settler
 from api_gateway.telemetry import GatewayTelemetry
@@ -47,7 +44,7 @@ class Resources:
     auth: AuthClient
     usage: UsageClient
     ai: AiClient
-    redis: redis.Redis
+    redis: RedisClient
     limiter: SlidingWindowLimiter  # the users' chat limit
     registrations: SlidingWindowLimiter  # registrations per client network
     breakers: CircuitBreakers
@@ -86,8 +83,7 @@ def open_resources(
     auth = AuthClient(wire(settings.auth_service_url, settings.auth_timeout), metrics=calls)
     usage = UsageClient(wire(settings.usage_service_url, settings.usage_timeout), metrics=calls)
     ai = AiClient(wire(settings.ai_service_url, settings.ai_timeout), metrics=calls)
-    store = _redis(settings)
-    stack.push_async_callback(store.aclose)
+    store = open_redis(settings, stack)
     fail_open = settings.rate_limit_failure_mode == "open"
     keys = KeyLifecycle(
         auth=auth,
@@ -146,7 +142,7 @@ def open_resources(
         settler=settler,
         readiness=Readiness(
             {
-                "redis": lambda: _redis_ready(store),
+                "redis": lambda: redis_ready(store),
                 "auth": lambda: _service_ready(auth),
                 "usage": lambda: _service_ready(usage),
                 "ai": lambda: _service_ready(ai),
@@ -156,31 +152,9 @@ def open_resources(
     )
 
 
-def _redis(settings: Settings) -> redis.Redis:
-    return redis.Redis(
-        host=settings.redis_host,
-        port=settings.redis_port,
-        username=settings.redis_username or None,
-        password=settings.redis_password.get_secret_value() or None,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        # One quick retry (a pooled connection may have been dropped by a restart); redis-py's
-        # default, 10 retries with backoff, holds a request ~4.5 s when Redis is down, where
-        # fail-open should answer at once.
-        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
-    )
-
-
 def _run_in_background(stack: AsyncExitStack, work: Coroutine[Any, Any, None]) -> None:
     task = asyncio.create_task(work)
     stack.push_async_callback(cancel_and_wait, task)
-
-
-async def _redis_ready(client: redis.Redis) -> bool:
-    try:
-        return bool(await client.ping())
-    except RedisError:
-        return False
 
 
 async def _service_ready(client: InternalServiceClient) -> bool:

@@ -15,15 +15,18 @@ Three structures under one hash tag (one Redis Cluster slot, so each script may 
 
 Applying a settlement is idempotent in usage-service (by reservation id), so a record delivered
 twice (a lease ran out during a slow delivery) is charged once. Redis must keep what it
-acknowledges: the local stack and compose run it with an append-only file.
+acknowledges: the local stack and compose run it with an append-only file. With replicas (a Redis
+Cluster, Sentinel) replication is asynchronous: a failover may lose what the old primary
+acknowledged in its last moments (its replication lag, normally milliseconds).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as redis
 from infergate_common.billing import Settlement
+
+from api_gateway.redis_store import LuaScript, RedisClient
 
 _PREFIX = "infergate:{settlements}:"
 
@@ -82,6 +85,17 @@ return claimed
 """
 )
 
+# KEYS: records, due. ARGV: reservation ids applied to the ledger. A script rather than MULTI:
+# the same one round trip on a single server and on a cluster (whose client's transactions
+# raise errors of their own).
+_ACKNOWLEDGE = """
+for _, rid in ipairs(ARGV) do
+  redis.call('HDEL', KEYS[1], rid)
+  redis.call('ZREM', KEYS[2], rid)
+end
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxKeys:
@@ -93,13 +107,14 @@ class OutboxKeys:
 class SettlementOutbox:
     """Every method raises redis' errors: the caller decides what a missing record means."""
 
-    def __init__(self, client: redis.Redis, *, lease_ms: int, keys: OutboxKeys = OutboxKeys()):
+    def __init__(self, client: RedisClient, *, lease_ms: int, keys: OutboxKeys = OutboxKeys()):
         self._client = client
         self._keys = keys
         self._lease_ms = lease_ms
-        self._mark = client.register_script(_MARK)
-        self._record = client.register_script(_RECORD)
-        self._claim = client.register_script(_CLAIM)
+        self._mark = LuaScript(client, _MARK)
+        self._record = LuaScript(client, _RECORD)
+        self._claim = LuaScript(client, _CLAIM)
+        self._acknowledge = LuaScript(client, _ACKNOWLEDGE)
 
     async def mark(self, in_full: Settlement, *, deadline_ms: int) -> None:
         """A stream is about to send output: charge `in_full` unless its end is recorded within
@@ -128,10 +143,8 @@ class SettlementOutbox:
         """Applied to the ledger: forget them."""
         if not reservation_ids:
             return
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hdel(self._keys.records, *reservation_ids)
-            pipe.zrem(self._keys.due, *reservation_ids)
-            await pipe.execute()
+        keys = [self._keys.records, self._keys.due]
+        await self._acknowledge(keys=keys, args=list(reservation_ids))
 
     async def backlog(self) -> int:
         """How many settlements wait to be applied (streams in flight included)."""
