@@ -45,8 +45,8 @@ def test_the_public_url_reaches_the_gateway_through_nginx(stack: Stack) -> None:
 def test_each_service_gets_its_wiring_and_the_overrides(stack: Stack) -> None:
     auth, usage, ai, gateway = (_environ(stack, n) for n in ("auth", "usage", "ai", "gateway"))
 
-    assert auth["MONGO_URI"].endswith("/infergate-auth?directConnection=true")
-    assert usage["MONGO_URI"].endswith("/infergate-usage?directConnection=true")
+    assert "/infergate-auth?replicaSet=secantus&" in auth["MONGO_URI"]
+    assert "/infergate-usage?replicaSet=secantus&" in usage["MONGO_URI"]
     assert ai["OLLAMA_URL"] == stack.llm_url
     assert gateway["AUTH_SERVICE_URL"] == stack.service_url("auth")
     assert gateway["REDIS_PORT"] == str(stack.redis_port)

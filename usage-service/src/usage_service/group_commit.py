@@ -8,14 +8,21 @@ alone, 0.44-0.50 ms per update when many run at once, and 0.13 ms inside a bulk 
 both the database's CPU per chat and the queueing in front of it.
 
 Nothing is acknowledged before it is written: `write` returns only once the batch holding the
-operation is stored, and raises if it was not, so a caller answers 2xx only for writes that are
-in the database. There is no timer: while one batch is being written the next one fills, so a
-lone request is written at once and a busy service writes fewer, larger batches.
+operation is stored with the collection's write concern (majority, see infergate_common.mongo),
+and raises if it was not, so a caller answers 2xx only for writes that are in the database and
+survive a failover. A batch the primary applied but a majority did not confirm (a write concern
+error) is raised to every caller as well. There is no timer: while one batch is being written
+the next one fills, so a lone request is written at once and a busy service writes fewer, larger
+batches.
 
 A bulk write reports errors per operation but matches only as a total, so an update that must
 say whether it applied is written so that "not applied" is an error of its own (see the
 repository: an upsert whose insert cannot happen); `write` is told which error codes mean "not
 applied" (False) rather than failure (raised).
+
+Each GroupCommit writes one kind of operation (the ledger updates, the log inserts): PyMongo 4.20
+silently drops the later kinds of a mixed bulk when it retries one whose first attempt failed
+before it was sent (seen across a database restart).
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ from typing import Any, Protocol
 from infergate_common.mongo import once_more_if_cut
 from prometheus_client import Histogram
 from pymongo import DeleteOne, InsertOne, UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, WriteConcernError
 
 Document = dict[str, Any]
 Operation = InsertOne[Document] | UpdateOne | DeleteOne
+Pending = tuple[Operation, frozenset[int], asyncio.Future[bool]]
 DUPLICATE_KEY = 11000
 DEFAULT_MAX_BATCH = 256
 
@@ -54,7 +62,7 @@ class GroupCommit:
         self._collection = collection
         self._max_batch = max_batch
         self._batch_sizes = batch_sizes  # observes each batch's size
-        self._pending: list[tuple[Operation, frozenset[int], asyncio.Future[bool]]] = []
+        self._pending: list[Pending] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def write(self, operation: Operation, *, refused: frozenset[int]) -> bool:
@@ -85,9 +93,7 @@ class GroupCommit:
         finally:
             self._writer = None
 
-    async def _write(
-        self, batch: list[tuple[Operation, frozenset[int], asyncio.Future[bool]]]
-    ) -> None:
+    async def _write(self, batch: list[Pending]) -> None:
         operations = [op for op, _, _ in batch]
         try:
             # Every operation written this way is safe to repeat (see the repository): a batch
@@ -95,11 +101,14 @@ class GroupCommit:
             await once_more_if_cut(lambda: self._collection.bulk_write(operations, ordered=False))
             errors: dict[int, Document] = {}
         except BulkWriteError as exc:
+            unconfirmed = exc.details.get("writeConcernErrors") or []
+            if unconfirmed:  # applied, but not known to be on a majority: a failover may undo it
+                first = unconfirmed[0]
+                _fail(batch, WriteConcernError(first.get("errmsg", ""), first.get("code"), first))
+                return
             errors = {int(e["index"]): e for e in exc.details.get("writeErrors", [])}
         except BaseException as exc:  # the whole batch failed: every caller gets the error
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
+            _fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -113,6 +122,12 @@ class GroupCommit:
                 done.set_result(False)
             else:
                 done.set_exception(BulkWriteError({"writeErrors": [error], "nInserted": 0}))
+
+
+def _fail(batch: list[Pending], error: BaseException) -> None:
+    for _, _, done in batch:
+        if not done.done():
+            done.set_exception(error)
 
 
 def _retrieve(done: asyncio.Future[bool]) -> None:

@@ -71,12 +71,35 @@ def redis_spec(
     )
 
 
+# Without --standalone, SecantusDB answers `hello` as the primary of a one-member replica set of
+# this name, so the services run as against a `mongod --replSet`: majority writes and reads.
+MONGO_REPLICA_SET = "secantus"
+
+
 def mongo_uri(
-    port: int, database: str | None = None, *, user: str | None = None, password: str = ""
+    port: int,
+    database: str | None = None,
+    *,
+    user: str | None = None,
+    password: str = "",
+    retry_writes: bool = False,
 ) -> str:
+    """A replica-set URI of the local SecantusDB (the services add majority writes and reads).
+
+    Two options for this server (measured with 0.7.0b3 and PyMongo 4.20):
+    * serverMonitoringMode=poll: SecantusDB answers a waiting (streaming) `hello` when it steps
+      down but not when it is primary again, so a streaming client finds the primary only after
+      heartbeatFrequencyMS (10 s); a polling one checks every 0.5 s while an operation waits.
+    * retryWrites=false unless `retry_writes`: SecantusDB keeps its last 10,000 retryable-write
+      replies in memory and scans them on each retryable write, so an update's 1 ms grows to
+      16-19 ms once 10,000 are kept (for 30 minutes), and it forgets them on a restart. The
+      services' writes may be repeated anyway (conditional filters, unique ids); production
+      URIs keep PyMongo's retryable writes (on unless the URI turns them off)."""
     login = f"{quote(user, safe='')}:{quote(password, safe='')}@" if user else ""
-    source = "&authSource=admin" if user and not database else ""
-    return f"mongodb://{login}{HOST}:{port}/{database or ''}?directConnection=true{source}"
+    options = f"replicaSet={MONGO_REPLICA_SET}&serverMonitoringMode=poll"
+    options += "" if retry_writes else "&retryWrites=false"
+    options += "&authSource=admin" if user and not database else ""
+    return f"mongodb://{login}{HOST}:{port}/{database or ''}?{options}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +141,8 @@ def _secantus_argv(program: Path, data_dir: Path) -> list[str]:
     config = data_dir.parent / "secantusd.toml"
     config.write_text("# Settings are the command-line flags of infergate_devstack.\n")
     argv = [str(program), "--config", str(config), "--host", HOST]
-    return [*argv, "--storage-path", str(data_dir), "--standalone", "--log-level", "WARNING"]
+    # No --standalone: a one-member replica set (MONGO_REPLICA_SET), whose member is HOST:port.
+    return [*argv, "--storage-path", str(data_dir), "--log-level", "WARNING"]
 
 
 def provision_mongo(*, program: Path, data_dir: Path, users: MongoUsers, log_path: Path) -> bool:
