@@ -131,3 +131,19 @@ async def test_every_authenticated_route_carries_the_request_and_token_headers(
     assert headers["x-ratelimit-limit-tokens"] == "1000"
     remaining_tokens = int(headers["x-ratelimit-remaining-tokens"])
     assert remaining_tokens == (await usage(api, api_key))["remainingTokens"] < 1000
+
+
+async def test_rotate_and_revoke_carry_the_rate_limit_headers(
+    api: httpx.AsyncClient, api_key: str
+) -> None:
+    chat = await api.post("/v1/chat", json={"prompt": "hi"}, headers={"x-api-key": api_key})
+    assert chat.status_code == 200
+    left = 1000 - chat.json()["tokensUsed"]
+
+    rotated = await api.post("/v1/keys/rotate", headers={"x-api-key": api_key})
+    revoked = await api.delete("/v1/keys/current", headers={"x-api-key": rotated.json()["apiKey"]})
+
+    for response in (rotated, revoked):
+        assert response.status_code == 200, response.text
+        assert response.headers["x-ratelimit-limit-requests"] == "10000"
+        assert response.headers["x-ratelimit-remaining-tokens"] == str(left)

@@ -43,6 +43,13 @@ _log = structlog.get_logger("keys")
 _OVERLAP_MS = 10_000
 
 
+class Unknown:
+    """Not looked up yet (distinct from None: looked up, and the key did not verify)."""
+
+
+UNKNOWN = Unknown()
+
+
 def invalid_key() -> UnauthorizedError:
     return UnauthorizedError("Invalid API key", code="invalid_api_key")
 
@@ -93,17 +100,26 @@ class KeyLifecycle:
         # else: a newer change was announced meanwhile, the key is in doubt, or Redis is away.
         return fresh.user
 
-    async def rotate(self, presented: str, *, idempotency_key: str | None) -> RotatedKey:
-        """Replace the key (the same new key for a repeat with the same idempotency key)."""
-        user_id = await self._user_of(presented)
+    async def rotate(
+        self,
+        presented: str,
+        *,
+        idempotency_key: str | None,
+        owner: VerifiedUser | None | Unknown = UNKNOWN,
+    ) -> RotatedKey:
+        """Replace the key (the same new key for a repeat with the same idempotency key).
+        `owner`: the key's user if the caller already asked `whose`."""
+        user_id = await self._user_id(presented, owner)
         async with self._changing(presented, user_id):
             change, rotated = await self._auth.rotate(presented, idempotency_key=idempotency_key)
         await self.announce(change)
         _log.info("api_key_rotated", user_id=change.user_id)
         return rotated
 
-    async def revoke(self, presented: str) -> None:
-        user_id = await self._user_of(presented)
+    async def revoke(
+        self, presented: str, *, owner: VerifiedUser | None | Unknown = UNKNOWN
+    ) -> None:
+        user_id = await self._user_id(presented, owner)
         async with self._changing(presented, user_id):
             change = await self._auth.revoke(presented)
         await self.announce(change)
@@ -123,20 +139,25 @@ class KeyLifecycle:
         with anyio.CancelScope(shield=True):
             await self._versions.announce(change.user_id, change.version)
 
-    async def _user_of(self, presented: str) -> str | None:
-        """Whose key is about to change (the id its doubt mark needs): this replica's cached
-        verification, else auth-service's. None when the key does not verify (a retry of a
-        rotation that succeeded: the change itself decides). auth-service's 5xx and timeouts
-        are raised: the change would fail too."""
+    async def whose(self, presented: str) -> VerifiedUser | None:
+        """Whose key is about to change (the id its doubt mark needs, the plan its response
+        headers show): this replica's cached verification, else auth-service's. None when the
+        key does not verify (a retry of a rotation that succeeded: the change itself decides).
+        auth-service's 5xx and timeouts are raised: the change would fail too."""
         if not is_api_key(presented):
             raise invalid_key()
         cached = self._cache.get(presented)
         if cached is not None:
-            return cached.user.userId  # a key's user never changes: no version check needed
+            return cached.user  # a key's user never changes: no version check needed
         try:
-            return (await self._auth.verify(presented)).user.userId
+            return (await self._auth.verify(presented)).user
         except UnauthorizedError:
             return None
+
+    async def _user_id(self, presented: str, owner: VerifiedUser | None | Unknown) -> str | None:
+        if isinstance(owner, Unknown):
+            owner = await self.whose(presented)
+        return None if owner is None else owner.userId
 
     @asynccontextmanager
     async def _changing(self, presented: str, user_id: str | None) -> AsyncIterator[None]:
