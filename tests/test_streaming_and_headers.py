@@ -121,6 +121,7 @@ async def test_every_authenticated_route_carries_the_request_and_token_headers(
 ) -> None:
     chat = await api.post("/v1/chat", json={"prompt": "hi"}, headers={"x-api-key": api_key})
     assert chat.status_code == 200
+    await usage(api, api_key)  # waits until the chat's settlement is applied (not held)
 
     response = await api.request(method, path, headers={"x-api-key": api_key})
 
@@ -139,6 +140,7 @@ async def test_rotate_and_revoke_carry_the_rate_limit_headers(
     chat = await api.post("/v1/chat", json={"prompt": "hi"}, headers={"x-api-key": api_key})
     assert chat.status_code == 200
     left = 1000 - chat.json()["tokensUsed"]
+    assert (await usage(api, api_key))["remainingTokens"] == left  # settled, not held
 
     rotated = await api.post("/v1/keys/rotate", headers={"x-api-key": api_key})
     revoked = await api.delete("/v1/keys/current", headers={"x-api-key": rotated.json()["apiKey"]})
