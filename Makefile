@@ -2,7 +2,8 @@
 #   make run       start the whole stack in the foreground (Ctrl-C or `make stop` to stop it)
 #   make test      install, lint, typecheck, then every test suite (they start their own stacks)
 # Ports: NGINX_PORT, GATEWAY_PORT, AUTH_PORT, USAGE_PORT, AI_PORT, REDIS_PORT, MONGO_PORT, LLM_PORT,
-# PROMETHEUS_PORT (make run starts Prometheus too; RUN_ARGS=--no-observability skips it).
+# PROMETHEUS_PORT (make run starts Prometheus too; RUN_ARGS=--no-observability skips it),
+# NGINX_ADMIN_PORT (the operator console, on 127.0.0.1 only, when ADMIN_TOKEN is set).
 # Any other variable reaches the services: REGISTRATION_RATE_LIMIT=1000 make run.
 # OLLAMA_URL=http://host:11434 make run uses that Ollama instead of the embedded model.
 
@@ -57,10 +58,10 @@ typecheck: uv
 	@for dir in $(TEST_DIRS); do echo "mypy $$dir"; $(UV_RUN) mypy $$dir; done
 
 # The embedded model's runtime is built before pytest (minutes, once per machine) so no test
-# waits on it.
+# waits on it; Chromium (apt) is installed for the web console's browser tests.
 test: install lint typecheck
-	$(DEVSTACK) install --llm
-	$(UV_RUN) pytest $(TEST_DIRS)
+	$(DEVSTACK) install --llm --browser
+	$(UV_RUN) pytest $(TEST_DIRS) --durations=25
 
 # About 7 minutes. Options through BENCH_ARGS, e.g. BENCH_ARGS="--users 20000 --label users-20000",
 # or BENCH_ARGS="soak --minutes 5" (see `uv run python -m bench --help`).

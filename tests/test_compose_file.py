@@ -98,7 +98,23 @@ def test_only_nginx_and_grafana_publish_ports() -> None:
     publishing = {name for name, service in SERVICES.items() if service.get("ports")}
 
     assert publishing == {"nginx", "grafana"}
-    assert SERVICES["nginx"]["ports"] == ["8080:80", "8443:443"]
+    assert SERVICES["nginx"]["ports"][:2] == ["8080:80", "8443:443"]
+
+
+def test_the_operator_listener_is_published_on_the_hosts_loopback_only() -> None:
+    nginx_conf = (ROOT / "nginx" / "nginx.conf").read_text()
+    servers = re.findall(r"\bserver \{(.*?)\}", nginx_conf, flags=re.DOTALL)
+    listens = {
+        tuple(re.findall(r"^\s*listen\s+(\d+)", server, flags=re.MULTILINE)): server
+        for server in servers
+    }
+
+    assert SERVICES["nginx"]["ports"][2:] == ["127.0.0.1:${NGINX_ADMIN_PORT:-8090}:8090"]
+    assert set(listens) == {("80", "443"), ("8090",)}
+    assert "include infergate-operator.conf;" in listens[("8090",)]
+    assert "infergate-operator.conf" not in listens[("80", "443")]
+    assert "include infergate-routes.conf;" not in listens[("8090",)]
+    assert "NGINX_ADMIN_PORT=8090" in (ROOT / ".env.example").read_text().splitlines()
 
 
 def test_grafana_listens_on_the_hosts_loopback_only() -> None:

@@ -723,7 +723,7 @@ def peers(rendering: Rendering) -> dict[str, Peer]:
 
 PROBED_PORTS = [(53, "UDP"), (53, "TCP")] + [
     (port, "TCP")
-    for port in (443, 4000, 4001, 4002, 4003, 6379, 8080, 8081, 8443, 11434, 26379, 27017)
+    for port in (80, 443, 4000, 4001, 4002, 4003, 6379, 8080, 8081, 8443, 11434, 26379, 27017)
 ]
 
 
@@ -740,6 +740,8 @@ def expected_paths(rendering: Rendering, names: set[str]) -> set[tuple[str, str,
     paths |= {("api-gateway", "redis", port, "TCP") for port in redis_ports}
     paths |= {("auth-service", "mongodb", 27017, "TCP"), ("usage-service", "mongodb", 27017, "TCP")}
     paths |= {("ai-service", "ollama", 11434, "TCP")}
+    # Quota alert webhooks: usage-service -> public addresses over HTTP(S) only.
+    paths |= {("usage-service", "internet", port, "TCP") for port in (80, 443)}
     ports = {"api-gateway": 4000, "auth-service": 4001, "usage-service": 4002, "ai-service": 4003}
     paths |= {("prometheus", name, port, "TCP") for name, port in ports.items()}
     inside = names - outside

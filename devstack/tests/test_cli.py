@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from infergate_devstack.cli import observability_wanted
+from infergate_devstack import install
+from infergate_devstack.cli import main, observability_wanted
 from infergate_devstack.ports import Ports, env_var
 from infergate_devstack.processes import pid_alive
 
@@ -73,3 +74,15 @@ def test_observability_is_on_unless_the_flag_or_the_variable_turns_it_off(
     environ = {} if variable is None else {"INFERGATE_OBSERVABILITY": variable}
 
     assert observability_wanted(disabled_by_flag=flag, environ=environ) is wanted
+
+
+def test_install_adds_chromium_only_with_browser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make test` runs `install --llm --browser`; `make install` installs no browser."""
+    installed: list[str] = []
+    monkeypatch.setattr(install, "ensure_all", lambda progress: installed.append("stack"))
+    monkeypatch.setattr(install, "ensure_browser", lambda progress: installed.append("chromium"))
+
+    assert main(["install"]) == 0
+    assert main(["install", "--browser"]) == 0
+
+    assert installed == ["stack", "stack", "chromium"]

@@ -2,13 +2,14 @@
 the gateway's lists of replica URLs, Prometheus' targets, the summary and `--replicas`."""
 
 import argparse
+import socket
 from pathlib import Path
 
 import pytest
 from infergate_devstack.cli import parse_replicas
 from infergate_devstack.config import StackConfig
 from infergate_devstack.plan import StackPlan
-from infergate_devstack.ports import Ports
+from infergate_devstack.ports import PortInUseError, Ports, ensure_free
 from infergate_devstack.stack import Stack
 from infergate_devstack.summary import format_summary
 
@@ -72,6 +73,7 @@ def test_prometheus_scrapes_and_the_summary_lists_every_process(tmp_path: Path) 
     assert config_file.read_text().count("127.0.0.1:") == 1 + sum(TWO_OF_EACH.values())
     assert "Admin API:" in summary
     assert "off (set ADMIN_TOKEN" in summary
+    assert "operator console" not in summary
 
 
 def test_the_summary_says_where_the_admin_api_is_when_it_is_on(tmp_path: Path) -> None:
@@ -80,7 +82,16 @@ def test_the_summary_says_where_the_admin_api_is_when_it_is_on(tmp_path: Path) -
 
     summary = format_summary(stack, startup_s=1.0)
 
-    assert f"on (ADMIN_TOKEN), at {stack.service_url('gateway')}/admin/users" in summary
+    rows = dict(line.strip().split(":", 1) for line in summary.splitlines() if ":  " in line)
+
+    assert (
+        rows["Admin API"]
+        .strip()
+        .startswith(
+            f"on (ADMIN_TOKEN): operator console at http://127.0.0.1:{config.ports.nginx_admin}/ "
+        )
+    )
+    assert rows["Web console"].strip() == f"http://127.0.0.1:{config.ports.nginx}/"
 
 
 def test_replicas_are_read_from_the_command_line_and_bad_ones_refused() -> None:
@@ -98,3 +109,21 @@ def test_a_service_without_replicas_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="usage needs at least one replica"):
         StackPlan(config, only=None)
+
+
+def test_the_operator_port_is_needed_and_checked_only_with_an_admin_token(tmp_path: Path) -> None:
+    ports = Ports.free()
+    with_admin = StackPlan(
+        StackConfig(data_dir=tmp_path / "a", ports=ports, env={"ADMIN_TOKEN": "a" * 20}), only=None
+    )
+    without = StackPlan(
+        StackConfig(data_dir=tmp_path / "b", ports=ports, env={"ADMIN_TOKEN": ""}), only=None
+    )
+
+    assert ("nginx_admin", ports.nginx_admin) in with_admin.ports_needed()
+    assert "nginx_admin" not in dict(without.ports_needed())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports.nginx_admin))
+        taken.listen()
+        with pytest.raises(PortInUseError, match="NGINX_ADMIN_PORT=<port>"):
+            ensure_free(with_admin.ports_needed())

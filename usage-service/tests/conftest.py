@@ -16,8 +16,12 @@ from infergate_devstack.components.datastores import mongo_uri
 from pymongo import AsyncMongoClient
 from usage_service.main import create_app
 
-# The helper module sits beside the tests.
+# The helper module sits beside the tests; the repository root makes the integration tests'
+# shared helpers importable (`tests.webhook_receiver`) when this directory runs on its own.
 sys.path.insert(0, str(Path(__file__).parent))
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
+if REPO_ROOT not in sys.path:
+    sys.path.append(REPO_ROOT)
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 

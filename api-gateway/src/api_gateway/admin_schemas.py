@@ -29,6 +29,16 @@ class AdminUser(BaseModel):
 
 class AdminUserList(BaseModel):
     data: list[AdminUser]
+    nextCursor: str | None = Field(
+        default=None,
+        description="A search's next page: pass it as `cursor` (null on the last page; absent "
+        "from an exact `email` lookup).",
+    )
+
+
+class AdminKeyRevoked(BaseModel):
+    message: str = "API key revoked"
+    userId: str
 
 
 class PlanChange(BaseModel):

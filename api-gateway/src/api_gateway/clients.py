@@ -21,9 +21,10 @@ from infergate_common.billing import (
     SettlementResults,
 )
 from infergate_common.http_client import InternalServiceClient
+from infergate_common.usage_reports import DailyUsage, TopUsers
 from infergate_common.validation import Plan
 
-from api_gateway.admin_schemas import AdminUser, MonthOfUsage, RequestHistory
+from api_gateway.admin_schemas import AdminUser, AdminUserList, MonthOfUsage, RequestHistory
 from api_gateway.key_cache import CachedKey
 from api_gateway.schemas import (
     Generation,
@@ -78,9 +79,18 @@ class AuthClient(InternalServiceClient):
         body = await self.call("GET", "/auth/users", params={"email": email})
         return [AdminUser.model_validate(user) for user in body["data"]]
 
+    async def search_users(self, text: str, *, limit: int, cursor: str | None) -> AdminUserList:
+        """A page of the users whose email starts with `text` (any case), by email."""
+        params = {"search": text, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        return AdminUserList.model_validate(await self.call("GET", "/auth/users", params=params))
+
     async def set_plan(self, user_id: str, plan: Plan) -> tuple[UserChange, AdminUser]:
         body = await self.call("PUT", f"/auth/users/{user_id}/plan", json={"plan": plan.value})
         return _change(body), AdminUser.model_validate(body)
+
+    async def revoke_key_of(self, user_id: str) -> UserChange:
+        """Revoke the user's key, whatever it is (an operator's); the change."""
+        return _change(await self.call("DELETE", f"/auth/users/{user_id}/key"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +175,27 @@ class UsageClient(InternalServiceClient):
         params = {"limit": str(limit), **({"before": before} if before else {})}
         body = await self.call("GET", f"/usage/{user_id}/requests", params=params)
         return RequestHistory.model_validate(body)
+
+    async def daily(self, user_id: str, *, period: str | None) -> DailyUsage:
+        """One user's usage per day of the month (this one by default)."""
+        body = await self.call(
+            "GET", f"/usage/{user_id}/daily", params=_period(period), affinity=user_id
+        )
+        return DailyUsage.model_validate(body)
+
+    async def daily_totals(self, *, period: str | None) -> DailyUsage:
+        """Every user's usage per day of the month (this one by default)."""
+        return DailyUsage.model_validate(
+            await self.call("GET", "/usage/daily", params=_period(period))
+        )
+
+    async def top_users(self, *, period: str | None, limit: int) -> TopUsers:
+        params = {**_period(period), "limit": str(limit)}
+        return TopUsers.model_validate(await self.call("GET", "/usage/top", params=params))
+
+
+def _period(period: str | None) -> dict[str, str]:
+    return {} if period is None else {"period": period}
 
 
 class AiClient(InternalServiceClient):

@@ -6,10 +6,10 @@ import ipaddress
 from typing import Annotated, cast
 
 import structlog
-from fastapi import Depends, Header, Request, Security
+from fastapi import Depends, Header, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from infergate_common.errors import UnauthorizedError
-from infergate_common.validation import IdempotencyKey
+from infergate_common.validation import IdempotencyKey, Period
 
 from api_gateway.chat import ChatTurn
 from api_gateway.clients import AiClient, AuthClient, UsageClient
@@ -177,3 +177,5 @@ async def idempotency_key(
 
 
 IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]
+# The month a usage report covers (`?period=YYYY-MM`); this one when absent.
+PeriodQuery = Annotated[Period | None, Query(description="YYYY-MM (UTC); this month by default.")]

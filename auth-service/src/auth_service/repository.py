@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -107,14 +108,13 @@ class UserRepository:
 
     async def revoke_key(self, *, current_hash: str) -> User | None:
         """Leave the user without a working key, in one conditional update."""
-        return await self._update_by_key(
-            current_hash,
-            {
-                "keyHash": revoked_placeholder(),
-                "keyPrefix": None,
-                "keyRevokedAt": datetime.now(UTC),
-            },
-        )
+        return await self._update_by_key(current_hash, _revoked())
+
+    async def revoke_key_of(self, *, user_id: str) -> User | None:
+        """Leave the user without a working key, whatever it was (an operator's revocation).
+        None when there is no such user."""
+        result = await self._users.update_one({"_id": ObjectId(user_id)}, _change(_revoked()))
+        return await self.find_by_id(user_id) if result.matched_count else None
 
     async def set_plan(self, *, user_id: str, plan: Plan) -> User | None:
         result = await self._users.update_one(
@@ -132,6 +132,14 @@ class UserRepository:
         }
         result = await self._users.update_one({"_id": ObjectId(user_id)}, _change(changes))
         return await self.find_by_id(user_id) if result.matched_count else None
+
+    async def search(self, prefix: str, *, limit: int, after: str | None = None) -> list[User]:
+        """Up to `limit` users whose email starts with `prefix` (lower-case, as emails are
+        stored), by email, after the email `after` (a page's last)."""
+        cursor = self._users.find(
+            email_range(prefix, after=after), sort=[("email", ASCENDING)], limit=limit
+        )
+        return [_to_user(document) async for document in cursor]
 
     async def changes_since(self, moment: datetime, *, limit: int) -> list[UserChangeSeen]:
         """Key and plan changes stamped at or after `moment`, oldest first."""
@@ -157,6 +165,35 @@ def _change(changes: Document) -> Document:
     """An update that changes what a key verifies to: new version, stamped."""
     now = datetime.now(UTC)
     return {"$set": {**changes, "updatedAt": now, "changedAt": now}, "$inc": _NEXT_VERSION}
+
+
+def _revoked() -> Document:
+    return {"keyHash": revoked_placeholder(), "keyPrefix": None, "keyRevokedAt": datetime.now(UTC)}
+
+
+def email_range(prefix: str, *, after: str | None = None) -> Document:
+    """The filter of the emails that start with `prefix`, after `after` if given: a range on the
+    unique email index, the bounds an anchored regex (`^prefix`) gives MongoDB. SecantusDB routes
+    only ranges to an index: a regex (and any substring search) reads every user."""
+    bounds: Document = {"$gt": after} if after is not None and after >= prefix else {}
+    bounds = bounds or {"$gte": prefix}
+    end = _after_prefix(prefix)
+    if end is not None:
+        bounds["$lt"] = end
+    return {"email": bounds}
+
+
+def _after_prefix(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix` (strings compare by code
+    point, as MongoDB compares UTF-8 bytes); None when there is none (no upper bound)."""
+    kept = prefix
+    while kept:
+        last = ord(kept[-1])
+        kept = kept[:-1]
+        if last < sys.maxunicode:
+            following = 0xE000 if 0xD7FF <= last < 0xE000 else last + 1  # surrogates: not text
+            return kept + chr(following)
+    return None
 
 
 def _to_user(document: Document) -> User:

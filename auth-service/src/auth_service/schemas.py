@@ -102,6 +102,17 @@ class UserView(BaseModel):
 
 class UserList(BaseModel):
     data: list[UserView]
+    nextCursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page (null on the last one)."
+    )
+
+
+class RevokedKeyResponse(BaseModel):
+    """An operator's revocation of a user's key."""
+
+    message: str = "API key revoked"
+    userId: str
+    version: int
 
 
 class User(BaseModel):

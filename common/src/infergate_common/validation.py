@@ -62,6 +62,28 @@ def is_api_key(value: str) -> bool:
 
 RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,128}$")]
 
+# A quota period: a calendar month (UTC) from 1970 on.
+_PERIOD = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"
+
+
+def check_period(value: str) -> str:
+    """One message for every malformed period (the pattern's own would quote a regex)."""
+    if re.fullmatch(_PERIOD, value) is None:
+        raise PydanticCustomError(
+            "period_format", "period must be a calendar month as YYYY-MM (for example 2026-12)"
+        )
+    return value
+
+
+Period = Annotated[
+    str,
+    Field(
+        description="A calendar month (UTC), YYYY-MM.",
+        json_schema_extra={"pattern": _PERIOD, "examples": ["2026-12"]},
+    ),
+    AfterValidator(check_period),
+]
+
 
 class Plan(StrEnum):
     """A user's plan: decides the rate limit and the monthly token quota."""

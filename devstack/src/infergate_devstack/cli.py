@@ -1,7 +1,8 @@
 """`python -m infergate_devstack run | stop | install`: the local stack from a terminal.
 
 Ports come from NGINX_PORT, GATEWAY_PORT, AUTH_PORT, USAGE_PORT, AI_PORT, REDIS_PORT, MONGO_PORT,
-LLM_PORT and PROMETHEUS_PORT (defaults 8080, 4000-4003, 6379, 27017, 11434, 9090; a service's
+LLM_PORT, PROMETHEUS_PORT and NGINX_ADMIN_PORT (defaults 8080, 4000-4003, 6379, 27017, 11434,
+9090, 8090; the operator listener on NGINX_ADMIN_PORT runs only with ADMIN_TOKEN; a service's
 further replicas (`--replicas`) take free ports); OLLAMA_URL names
 an Ollama to use instead of the embedded model. `run` starts Prometheus too, unless
 `--no-observability` or INFERGATE_OBSERVABILITY=0. Every other variable reaches the services
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(data_dir, replicas=replicas, observability=observability)
         if args.command == "stop":
             return stop(data_dir)
-        return install_prerequisites(with_llm=args.llm)
+        return install_prerequisites(with_llm=args.llm, with_browser=args.browser)
     except _USER_ERRORS as exc:
         print(f"devstack: error: {exc}", file=sys.stderr)
         return 1
@@ -95,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     install_parser = commands.add_parser("install", help="install missing prerequisites")
     install_parser.add_argument(
         "--llm", action="store_true", help="also build the embedded LLM runtime (compiles)"
+    )
+    install_parser.add_argument(
+        "--browser",
+        action="store_true",
+        help="also install Chromium (apt) for the web console's browser tests",
     )
     return parser
 
@@ -182,9 +188,11 @@ def stop(data_dir: Path) -> int:
     return 0
 
 
-def install_prerequisites(*, with_llm: bool) -> int:
+def install_prerequisites(*, with_llm: bool, with_browser: bool) -> int:
     install.ensure_all(print_progress)
     if with_llm:
         llm_venv().ensure_llm_venv(find_repo_root(), progress=print_progress)
+    if with_browser:
+        install.ensure_browser(print_progress)
     print_progress("prerequisites installed")
     return 0

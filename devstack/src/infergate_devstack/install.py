@@ -1,5 +1,7 @@
 """Prerequisites of the local stack: Debian's redis-server, nginx and prometheus (with promtool),
-and SecantusDB (the MongoDB stand-in) in a venv of its own. Only what is missing is installed."""
+and SecantusDB (the MongoDB stand-in) in a venv of its own; for the browser tests of the web
+console, Debian's chromium (Playwright drives it: its own browser download needs the network).
+Only what is missing is installed."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 SECANTUS_VERSION = "0.7.0b3"
@@ -21,6 +23,8 @@ APT_PROGRAMS = {
     "prometheus": "prometheus",
     "promtool": "prometheus",
 }
+# program -> Debian package, for the browser tests only (`install --browser`, `make test`).
+BROWSER_PROGRAMS = {"chromium": "chromium"}
 _SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 _POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
@@ -50,28 +54,34 @@ def require_program(name: str) -> Path:
     return path
 
 
-def ensure_apt_programs(progress: Progress) -> None:
+def ensure_apt_programs(progress: Progress, programs: Mapping[str, str] = APT_PROGRAMS) -> None:
     """apt-get install the Debian packages whose programs are missing (update first on failure)."""
-    missing = sorted({pkg for prog, pkg in APT_PROGRAMS.items() if find_program(prog) is None})
+    missing = sorted({pkg for prog, pkg in programs.items() if find_program(prog) is None})
     if not missing:
         return
     progress(f"installing {' '.join(missing)} with apt-get")
-    install = [*_root_prefix(), "apt-get", "install", "-y", "--no-install-recommends", *missing]
+    install = [*_root_prefix(missing), "apt-get", "install", "-y", "--no-install-recommends"]
+    install += missing
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with _services_not_autostarted():
         if subprocess.run(install, env=env, check=False).returncode != 0:
-            subprocess.run([*_root_prefix(), "apt-get", "update"], env=env, check=True)
+            subprocess.run([*_root_prefix(missing), "apt-get", "update"], env=env, check=True)
             subprocess.run(install, env=env, check=True)
 
 
-def _root_prefix() -> list[str]:
+def ensure_browser(progress: Progress) -> Path:
+    """Chromium for the console's browser tests, installed with apt-get if it is missing."""
+    ensure_apt_programs(progress, BROWSER_PROGRAMS)
+    return require_program("chromium")
+
+
+def _root_prefix(packages: list[str]) -> list[str]:
     if os.geteuid() == 0:
         return []
     if shutil.which("sudo"):
         return ["sudo", "-n"]
     raise InstallError(
-        "installing Debian packages needs root: "
-        f"run `apt-get install {' '.join(sorted(set(APT_PROGRAMS.values())))}` as root"
+        f"installing Debian packages needs root: run `apt-get install {' '.join(packages)}` as root"
     )
 
 

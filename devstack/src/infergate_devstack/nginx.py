@@ -1,6 +1,7 @@
-"""The local stack's nginx: a config rendered around the same shared routing files that the docker
-compose nginx.conf includes (nginx/infergate-http.conf, nginx/infergate-routes.conf). Only the
-listen address, the upstream servers and the paths differ."""
+"""The local stack's nginx: a config rendered around the same shared files that the docker compose
+nginx.conf includes (nginx/infergate-*.conf). Only the listen addresses, the upstream servers and
+the paths differ. With an operator port it also renders the operator listener (the operator
+console and /admin/), on loopback like everything else in the local stack."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from infergate_devstack.ports import HOST
 HTTP_SNIPPET = "infergate-http.conf"
 ROUTES_SNIPPET = "infergate-routes.conf"
 TLS_SNIPPET = "infergate-tls.conf"
+ERRORS_SNIPPET = "infergate-errors.conf"
+CONSOLE_SNIPPET = "infergate-console.conf"
+OPERATOR_SNIPPET = "infergate-operator.conf"
 LIMITS_TEMPLATE = "infergate-limits.conf.template"
 # The per-client limits' variables and their defaults (compose sets the same defaults).
 LIMIT_DEFAULTS = {
@@ -38,11 +42,13 @@ class NginxConfigError(RuntimeError):
 
 @dataclass(frozen=True)
 class NginxLayout:
-    """Where the local nginx keeps its config, pid and temp files (its `-p` prefix)."""
+    """Where the local nginx keeps its config, pid and temp files (its `-p` prefix), where the
+    shared config files are, and `site_root`: the directory holding console/ (the repository)."""
 
     prefix: Path
     logs_dir: Path
     snippets_dir: Path
+    site_root: Path
 
     @property
     def conf(self) -> Path:
@@ -55,12 +61,14 @@ class NginxLayout:
 
 @dataclass(frozen=True)
 class Listeners:
-    """Where the local nginx listens (loopback): plain HTTP, and HTTPS with a certificate."""
+    """Where the local nginx listens (loopback): plain HTTP, and HTTPS with a certificate; the
+    operator listener on `admin_port` (None: not rendered)."""
 
     http_port: int
     tls_port: int
     certificate: Path
     key: Path
+    admin_port: int | None = None
 
 
 def render_limits(template: str, settings: Mapping[str, str]) -> str:
@@ -84,10 +92,11 @@ def render_local_config(
     temp_paths = "\n".join(
         f'    {name}_temp_path "{layout.prefix / "tmp" / name}";' for name in _TEMP_PATHS
     )
+    snippets = layout.snippets_dir
     # Workers of a root master would run as `nobody`, which cannot use temp dirs owned by root.
     user = "user root;\n" if os.geteuid() == 0 else ""
     return f"""# Rendered by infergate_devstack (local stack); edits are lost on the next start.
-# The routing is in {layout.snippets_dir}/{ROUTES_SNIPPET}, shared with nginx/nginx.conf.
+# The routing is in {snippets}/{ROUTES_SNIPPET}, shared with nginx/nginx.conf.
 {user}worker_processes auto;
 worker_rlimit_nofile 16384;
 pid "{layout.prefix / "nginx.pid"}";
@@ -98,7 +107,7 @@ events {{
 }}
 
 http {{
-    include "{layout.snippets_dir / HTTP_SNIPPET}";
+    include "{snippets / HTTP_SNIPPET}";
     include "{layout.limits}";
 
     access_log "{layout.logs_dir / "nginx-access.log"}" infergate_json;
@@ -118,10 +127,30 @@ http {{
         listen {HOST}:{listeners.tls_port} ssl http2;
         ssl_certificate "{listeners.certificate}";
         ssl_certificate_key "{listeners.key}";
-        include "{layout.snippets_dir / TLS_SNIPPET}";
-        include "{layout.snippets_dir / ROUTES_SNIPPET}";
+        include "{snippets / TLS_SNIPPET}";
+        root "{layout.site_root}";
+        include "{snippets / ERRORS_SNIPPET}";
+        include "{snippets / ROUTES_SNIPPET}";
+        include "{snippets / CONSOLE_SNIPPET}";
     }}
-}}
+{_operator_server(layout, listeners)}}}
+"""
+
+
+def _operator_server(layout: NginxLayout, listeners: Listeners) -> str:
+    """The operator listener (console and /admin/), or nothing without an operator port."""
+    if listeners.admin_port is None:
+        return ""
+    snippets = layout.snippets_dir
+    return f"""
+    # The operator console and the admin API: loopback only, never the public listener.
+    server {{
+        listen {HOST}:{listeners.admin_port};
+        root "{layout.site_root}";
+        include "{snippets / ERRORS_SNIPPET}";
+        include "{snippets / CONSOLE_SNIPPET}";
+        include "{snippets / OPERATOR_SNIPPET}";
+    }}
 """
 
 

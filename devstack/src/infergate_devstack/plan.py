@@ -39,8 +39,8 @@ def gateway_name(index: int) -> str:
 
 
 def component_of(name: str) -> str:
-    """`gateway` of `gateway-1`, `nginx` of `nginx_tls`."""
-    return name.split("-")[0].removesuffix("_tls")
+    """`gateway` of `gateway-1`, `nginx` of `nginx_tls` and `nginx_admin`."""
+    return name.split("-")[0].split("_")[0]
 
 
 class StackPlan:
@@ -87,6 +87,12 @@ class StackPlan:
         return self.replica_ports["gateway"]
 
     @property
+    def admin_enabled(self) -> bool:
+        """Whether the gateways run the admin API (ADMIN_TOKEN set for them), and so nginx its
+        operator listener."""
+        return bool(self.config.env.get("ADMIN_TOKEN", os.environ.get("ADMIN_TOKEN", "")))
+
+    @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
 
@@ -121,6 +127,8 @@ class StackPlan:
             for i, port in enumerate(self.replica_ports[component])
         ]
         needed += [("nginx", ports.nginx), ("nginx_tls", ports.nginx_tls)]
+        if self.admin_enabled:
+            needed += [("nginx_admin", ports.nginx_admin)]
         needed += [("prometheus", ports.prometheus)]
         return [(name, port) for name, port in needed if component_of(name) in self.components]
 
@@ -209,6 +217,7 @@ class StackPlan:
             prefix=self.data_dir / "nginx",
             logs_dir=self.logs_dir,
             snippets_dir=self.config.repo_root / "nginx",
+            site_root=self.config.repo_root,  # console/ is served from the checkout
         )
         tls = ensure_certificate(self.data_dir / "tls")
         listeners = Listeners(
@@ -216,6 +225,7 @@ class StackPlan:
             tls_port=self.config.ports.nginx_tls,
             certificate=tls.certificate,
             key=tls.key,
+            admin_port=self.config.ports.nginx_admin if self.admin_enabled else None,
         )
         return nginx_spec(
             program=install.require_program("nginx"),

@@ -24,6 +24,8 @@ class Ports:
 
     nginx: int = 8080
     nginx_tls: int = 8443
+    # The operator listener (operator console and /admin/), only when ADMIN_TOKEN is set.
+    nginx_admin: int = 8090
     gateway: int = 4000
     auth: int = 4001
     usage: int = 4002

@@ -9,7 +9,6 @@ run` and for the tests:
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 from collections.abc import Collection
 from pathlib import Path
@@ -146,9 +145,20 @@ class Stack:
 
     @property
     def admin_enabled(self) -> bool:
-        """Whether the gateways run the admin API (ADMIN_TOKEN set for them)."""
-        token = self.config.env.get("ADMIN_TOKEN", os.environ.get("ADMIN_TOKEN", ""))
-        return bool(token)
+        """Whether the gateways run the admin API (ADMIN_TOKEN set for them), and nginx the
+        operator listener (`operator_url`)."""
+        return self._plan.admin_enabled
+
+    @property
+    def console_url(self) -> str:
+        """The web console for users (nginx's public listener)."""
+        return f"{self.public_url}/"
+
+    @property
+    def operator_url(self) -> str:
+        """nginx's operator listener (loopback only, with `admin_enabled`): the operator console
+        at `/`, the admin API under /admin/."""
+        return f"http://{HOST}:{self.config.ports.nginx_admin}"
 
     def replica_names(self, component: str) -> list[str]:
         """Every process of one service: `auth`, `auth-1`, ... (gateway, usage, ai alike)."""

@@ -14,7 +14,7 @@ _SERVICES = (
 
 def format_summary(stack: Stack, *, startup_s: float) -> str:
     public = stack.public_url
-    rows = [("Public API (nginx)", public)]
+    rows = [("Public API (nginx)", public), ("Web console", stack.console_url)]
     for component, label in _SERVICES:
         names = stack.replica_names(component)
         rows += [
@@ -27,8 +27,8 @@ def format_summary(stack: Stack, *, startup_s: float) -> str:
         ("LLM", stack.llm_description),
     ]
     if stack.admin_enabled:
-        admin = f"on (ADMIN_TOKEN), at {stack.service_url('gateway')}/admin/users on each gateway"
-        rows.append(("Admin API", admin + "; not routed by nginx"))
+        admin = f"on (ADMIN_TOKEN): operator console at {stack.operator_url}/ (127.0.0.1 only)"
+        rows.append(("Admin API", admin + ", which proxies /admin/; never on the public port"))
     else:
         rows.append(("Admin API", "off (set ADMIN_TOKEN, 16+ characters, to turn it on)"))
     if "prometheus" in stack.components:

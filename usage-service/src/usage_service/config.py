@@ -8,8 +8,10 @@ from infergate_common.settings import ServiceSettings
 from infergate_common.validation import Plan
 from pydantic import PositiveInt
 
+from usage_service.webhook_settings import QuotaWebhookSettings
 
-class Settings(ServiceSettings):
+
+class Settings(ServiceSettings, QuotaWebhookSettings):
     service_name: str = "usage-service"
     port: int = 4002
     mongo_uri: str = "mongodb://127.0.0.1:27017/infergate-usage?directConnection=true"

@@ -18,7 +18,9 @@ from infergate_common.mongo import (
 from usage_service.config import Settings, get_settings
 from usage_service.deps import get_mongo
 from usage_service.resources import Resources, open_resources
+from usage_service.routes.activity import router as activity_router
 from usage_service.routes.usage import router as usage_router
+from usage_service.routes.webhooks import router as webhooks_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,9 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_mongo_error_handler(app)
     app.include_router(readiness_router(get_mongo))
-    app.include_router(
-        usage_router,
-        dependencies=[Depends(internal_token_guard(settings.internal_token))],
-        responses={**INTERNAL_AUTH_RESPONSES, **DATABASE_ERROR_RESPONSES},
-    )
+    guard = [Depends(internal_token_guard(settings.internal_token))]
+    errors = {**INTERNAL_AUTH_RESPONSES, **DATABASE_ERROR_RESPONSES}
+    # The reports first: `/usage/{user_id}` would take `/usage/daily` and `/usage/top`.
+    for router in (activity_router, usage_router, webhooks_router):
+        app.include_router(router, dependencies=guard, responses=errors)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import structlog
 from infergate_common.billing import (
@@ -37,6 +38,13 @@ _SWEEP_PAGE = 100
 _SWEEP_PAGES = 100  # at most this many pages per pass (10,000 months)
 
 
+class ChargeObserver(Protocol):
+    """Told of each settlement that charged tokens, on the request path: must not block
+    (quota_alerts.QuotaAlerts only marks the month in memory)."""
+
+    def charged(self, user_id: str, period: str) -> None: ...
+
+
 class Metering:
     def __init__(
         self,
@@ -47,8 +55,10 @@ class Metering:
         settings: Settings,
         clock: Clock = lambda: datetime.now(UTC),
         metrics: UsageMetrics | None = None,
+        observer: ChargeObserver | None = None,
     ) -> None:
         self._metrics = metrics
+        self._observer = observer
         self._usage = usage
         self._expiry = expiry
         self._logs = logs
@@ -120,6 +130,9 @@ class Metering:
         )
         if ledger is SettlementOutcome.LATE:
             _log.warning("settled_after_expiry", reservation_id=settlement.reservation_id)
+        if self._observer is not None and settlement.charged_tokens:
+            # REPEATED too: the first delivery's process may have died before its detection.
+            self._observer.charged(settlement.user_id, settlement.period)
         charged = 0 if ledger is SettlementOutcome.REPEATED else settlement.charged_tokens
         return SettlementResult(
             reservation_id=settlement.reservation_id, outcome=ledger, charged_tokens=charged

@@ -31,6 +31,10 @@ class RequestLogRepository:
             [("userId", ASCENDING), ("createdAt", DESCENDING)], name="user_recent"
         )
         await self._logs.create_index([("requestId", ASCENDING)], name="request_id")
+        # The usage reports (see activity): a month's entries, everyone's or one user's.
+        await self._logs.create_index(
+            [("period", ASCENDING), ("userId", ASCENDING)], name="period_user"
+        )
 
     async def history(
         self, *, user_id: str, limit: int, before: tuple[datetime, str] | None

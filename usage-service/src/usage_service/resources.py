@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from infergate_common.mongo import Mongo, open_service_mongo
 from prometheus_client import CollectorRegistry
 
+from usage_service.activity import ActivityReports
 from usage_service.config import Settings
 from usage_service.expiry import ReservationExpiry
 from usage_service.metering import Metering
@@ -21,6 +22,7 @@ from usage_service.request_log import RequestLogRepository
 from usage_service.sweeper import Sweeper
 from usage_service.telemetry import UsageMetrics
 from usage_service.usage_repository import UsageRepository
+from usage_service.webhooks import Webhooks, open_webhooks
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +31,9 @@ class Resources:
     mongo: Mongo
     metering: Metering
     request_logs: RequestLogRepository
+    reports: ActivityReports
     metrics: UsageMetrics
+    webhooks: Webhooks
 
 
 async def open_resources(
@@ -52,12 +56,26 @@ async def open_resources(
     # These run before the client closes: writes still in a batch are finished.
     stack.push_async_callback(logs.drain)
     stack.push_async_callback(usage.drain)
-    metering = Metering(usage=usage, expiry=expiry, logs=logs, settings=settings, metrics=metrics)
+    webhooks = await open_webhooks(settings, stack, db=db, hints=usage, registry=registry)
+    metering = Metering(
+        usage=usage,
+        expiry=expiry,
+        logs=logs,
+        settings=settings,
+        metrics=metrics,
+        observer=webhooks.alerts,
+    )
     sweeper = Sweeper(metering, interval_s=settings.reservation_sweep_seconds, metrics=metrics)
     sweeping = asyncio.create_task(sweeper.run())
     stack.push_async_callback(_finish, sweeper, sweeping)
     return Resources(
-        settings=settings, mongo=client, metering=metering, request_logs=logs, metrics=metrics
+        settings=settings,
+        mongo=client,
+        metering=metering,
+        request_logs=logs,
+        reports=ActivityReports(logs=db["requestlogs"], usage=db["usage"]),
+        metrics=metrics,
+        webhooks=webhooks,
     )
 
 

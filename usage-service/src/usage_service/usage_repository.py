@@ -73,6 +73,11 @@ class UsageRepository:
             if name in existing:  # created by earlier versions
                 await self._usage.drop_index(name)
 
+    def hint(self, key: str) -> Quota | None:
+        """The month's figures this process last saw (for quota alerts: `limit - remaining` is
+        an upper bound of the tokens used)."""
+        return self._hints.get(key)
+
     async def reserve(self, hold: Hold, *, limit: int) -> Granted | Refused:
         """Hold the worst case, or what is left when at least the minimum is; else refuse."""
         hint = self._hints.get(hold.key)

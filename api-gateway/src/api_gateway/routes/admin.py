@@ -1,4 +1,5 @@
-"""The admin API: find users, change their plan, read their usage and request history.
+"""The admin API: find users, change their plan, replace or revoke their key, read their usage
+and request history, and everyone's usage per day and the month's top users.
 
 Mounted only when ADMIN_TOKEN is set, and never routed by nginx: operators call a gateway
 directly. Plan limits stay configuration (FREE_*/PRO_* settings); only the user's plan changes.
@@ -11,10 +12,12 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, Depends, Query
 from infergate_common.errors import BadRequestError, error_responses
-from infergate_common.validation import UserId, normalize_email
+from infergate_common.usage_reports import DailyUsage, TopUsers
+from infergate_common.validation import Text, UserId, normalize_email
 
 from api_gateway.admin_auth import require_admin
 from api_gateway.admin_schemas import (
+    AdminKeyRevoked,
     AdminUsage,
     AdminUser,
     AdminUserList,
@@ -23,7 +26,7 @@ from api_gateway.admin_schemas import (
     PlanChanged,
     RequestHistory,
 )
-from api_gateway.deps import AuthClientDep, KeysDep, SettingsDep, UsageClientDep
+from api_gateway.deps import AuthClientDep, KeysDep, PeriodQuery, SettingsDep, UsageClientDep
 from api_gateway.schemas import IssuedKey
 
 router = APIRouter(
@@ -35,13 +38,40 @@ router = APIRouter(
 _log = structlog.get_logger("admin")
 
 
-@router.get("/users", response_model=AdminUserList)
+@router.get(
+    "/users",
+    response_model=AdminUserList,
+    # An exact lookup answers `{"data": [...]}` as it always did; a search adds `nextCursor`.
+    response_model_exclude_unset=True,
+    responses=error_responses(400),
+)
 async def find_users(
-    auth: AuthClientDep, email: Annotated[str, Query(min_length=1, max_length=254)]
+    auth: AuthClientDep,
+    email: Annotated[str | None, Query(min_length=1, max_length=254)] = None,
+    search: Annotated[
+        Text | None,
+        Query(
+            max_length=254,
+            description="The start of the email, in any case; empty: every user. A prefix, not "
+            "a substring: a prefix is a range of the email index, a substring would read every "
+            "user.",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[Cursor | None, Query()] = None,
 ) -> AdminUserList:
-    """The users with this email: at most one (emails are unique, compared lower-cased)."""
+    """The user with this `email` (at most one: emails are unique, compared lower-cased), or a
+    page of the users whose email starts with `search`, ordered by email; pass `nextCursor` as
+    `cursor` for the next page."""
+    if (email is None) == (search is None):
+        raise BadRequestError(
+            "Give either email (one user) or search (a page of users; empty for all)",
+            code="validation_error",
+        )
+    if search is not None:
+        return await auth.search_users(search, limit=limit, cursor=cursor)
     try:
-        normalized = normalize_email(email)
+        normalized = normalize_email(email or "")
     except ValueError:
         raise BadRequestError("A valid email is required", code="validation_error") from None
     return AdminUserList(data=await auth.users_by_email(normalized))
@@ -90,6 +120,16 @@ async def issue_key(user_id: UserId, keys: KeysDep) -> IssuedKey:
     return await keys.issue(user_id)
 
 
+@router.delete("/users/{user_id}/key", response_model=AdminKeyRevoked)
+async def revoke_key(user_id: UserId, auth: AuthClientDep, keys: KeysDep) -> AdminKeyRevoked:
+    """Revoke a user's API key without knowing it: it stops working on every replica (the
+    user's new version is announced as for every key change). `POST .../key` issues a new one."""
+    change = await auth.revoke_key_of(user_id)
+    await keys.announce(change)
+    _log.info("api_key_revoked_by_operator", user_id=user_id)
+    return AdminKeyRevoked(userId=user_id)
+
+
 @router.get("/users/{user_id}/usage", response_model=AdminUsage)
 async def user_usage(user_id: UserId, auth: AuthClientDep, usage: UsageClientDep) -> AdminUsage:
     """This calendar month's (UTC) token figures of one user."""
@@ -120,3 +160,21 @@ async def user_requests(
     the next page. Token counts, status and timing only: prompts and outputs are never kept."""
     await auth.user(user_id)  # 404 for an unknown user, rather than an empty history
     return await usage.history(user_id, limit=limit, before=before)
+
+
+@router.get("/usage/daily", response_model=DailyUsage, responses=error_responses(400))
+async def usage_per_day(usage: UsageClientDep, period: PeriodQuery = None) -> DailyUsage:
+    """Every user's requests, tokens, errors and refusals per day (UTC) of the month so far; a
+    day's error rate is `errors / requests`."""
+    return await usage.daily_totals(period=period)
+
+
+@router.get("/usage/top", response_model=TopUsers, responses=error_responses(400))
+async def top_users(
+    usage: UsageClientDep,
+    period: PeriodQuery = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> TopUsers:
+    """The users charged the most tokens in the month (from the ledger), with how many requests
+    each made."""
+    return await usage.top_users(period=period, limit=limit)
