@@ -14,7 +14,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from infergate_devstack.components.datastores import mongo_spec, redis_spec
+from infergate_devstack.components.datastores import redis_spec, scratch_mongo
 from infergate_devstack.install import ensure_secantus, require_program
 from infergate_devstack.ports import free_ports
 from infergate_devstack.processes import ManagedProcess
@@ -34,15 +34,7 @@ def datastores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, i
             ),
             pid_dir=root,
         ),
-        ManagedProcess(
-            mongo_spec(
-                program=ensure_secantus(print),
-                port=mongo_port,
-                data_dir=root / "mongo",
-                log_path=root / "mongo.log",
-            ),
-            pid_dir=root,
-        ),
+        scratch_mongo(ensure_secantus(print), root, mongo_port),
     ]
     try:
         for process in processes:

@@ -29,10 +29,9 @@ from auth_service.repository import UserRepository
 from auth_service.security import issue_api_key
 from infergate_common.billing import RequestStatus
 from infergate_common.validation import Plan
-from infergate_devstack.components.datastores import mongo_spec, mongo_uri
+from infergate_devstack.components.datastores import mongo_uri, scratch_mongo
 from infergate_devstack.install import ensure_secantus
 from infergate_devstack.ports import free_ports
-from infergate_devstack.processes import ManagedProcess
 from pymongo import AsyncMongoClient
 from usage_service.activity import ActivityReports
 from usage_service.documents import Document, log_fields, new_usage
@@ -177,13 +176,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="console-bench-") as tmp:
         root = Path(tmp)
         (port,) = free_ports(1)
-        spec = mongo_spec(
-            program=ensure_secantus(print),
-            port=port,
-            data_dir=root / "mongo",
-            log_path=root / "mongo.log",
-        )
-        server = ManagedProcess(spec, pid_dir=root)
+        server = scratch_mongo(ensure_secantus(print), root, port)
         server.spawn()
         try:
             server.wait_ready()

@@ -28,7 +28,7 @@ from infergate_common.billing import (
 from infergate_common.errors import AppError
 from infergate_common.mongo import DATABASE_UNAVAILABLE, open_mongo
 from infergate_common.validation import Plan
-from infergate_devstack.components.datastores import MONGO_REPLICA_SET, mongo_spec, mongo_uri
+from infergate_devstack.components.datastores import MONGO_REPLICA_SET, mongo_uri, scratch_mongo
 from infergate_devstack.install import ensure_secantus
 from infergate_devstack.ports import free_ports
 from infergate_devstack.processes import ManagedProcess
@@ -68,15 +68,10 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("replica-set")
     (port,) = free_ports(1)
-    spec = mongo_spec(
-        program=ensure_secantus(print),
-        port=port,
-        data_dir=root / "mongo",
-        log_path=root / "mongo.log",
-    )
     # failCommand, to have a write that a majority does not confirm.
-    spec = dataclasses.replace(spec, argv=[*spec.argv, "--enable-test-commands"])
-    process = ManagedProcess(spec, pid_dir=root)
+    process = scratch_mongo(
+        ensure_secantus(print), root, port, extra_args=("--enable-test-commands",)
+    )
     process.spawn()
     try:
         process.wait_ready()

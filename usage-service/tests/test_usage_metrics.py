@@ -14,23 +14,14 @@ import httpx
 from fastapi import FastAPI
 from infergate_devstack.components.datastores import mongo_uri
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 from pymongo import InsertOne
 from pymongo.asynchronous.collection import AsyncCollection
-from usage_calls import new_user, reserve, settings_for
+from usage_calls import new_user, reserve, sample, settings_for
 from usage_service.group_commit import DUPLICATE_KEY, GroupCommit
 from usage_service.main import create_app
 from usage_service.telemetry import UsageMetrics
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-def sample(text: str, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for each in family.samples:
-            if each.name == name and all(each.labels.get(k) == v for k, v in labels.items()):
-                return float(each.value)
-    return None
 
 
 async def test_an_expired_reservation_is_counted_with_its_tokens(

@@ -13,8 +13,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
-from usage_calls import HEADERS, new_user, reserve, settings_for, settle, settlement_body
+from usage_calls import HEADERS, new_user, reserve, sample, settings_for, settle, settlement_body
 from usage_service.main import create_app
 
 from tests.webhook_receiver import Received, WebhookReceiver, expected_signature
@@ -84,14 +83,6 @@ async def until(
         await asyncio.sleep(0.05)
         value = await read()
     return value
-
-
-def sample(text: str, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for each in family.samples:
-            if each.name == name and all(each.labels.get(k) == v for k, v in labels.items()):
-                return float(each.value)
-    return None
 
 
 def verified(received: Received, secret: str) -> bool:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from usage_service.config import Settings
 
@@ -96,3 +97,12 @@ async def usage_of(client: httpx.AsyncClient, user: str) -> dict[str, Any]:
     response = await client.get(f"/usage/{user}", headers=HEADERS)
     assert response.status_code == 200
     return dict(response.json())
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """One sample's value from a Prometheus text page (None when absent)."""
+    for family in text_string_to_metric_families(text):
+        for each in family.samples:
+            if each.name == name and all(each.labels.get(k) == v for k, v in labels.items()):
+                return float(each.value)
+    return None

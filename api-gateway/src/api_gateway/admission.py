@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+
 import structlog
 from fastapi import Request
 from infergate_common.errors import AppError, BadRequestError, ForbiddenError, RateLimitedError
@@ -12,6 +15,7 @@ from api_gateway.config import Settings
 from api_gateway.rate_limit import Decision, SlidingWindowLimiter
 from api_gateway.rate_limit_headers import TokenBudget, record_requests, record_tokens
 from api_gateway.schemas import ModelCall, MonthlyUsage, VerifiedUser
+from api_gateway.settler import Settler
 
 _log = structlog.get_logger("admission")
 
@@ -92,3 +96,25 @@ async def admit(
         TokenBudget(reservation.monthly_token_limit, reservation.remaining_tokens),
     )
     return admitted
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """What a read of a user's own account needs: the user's chats settled first (so the last one
+    shows), and the rate-limit headers of every authenticated response (the window peeked at, not
+    counted; the month's tokens)."""
+
+    request: Request
+    usage: UsageClient
+    limiter: SlidingWindowLimiter
+    settings: Settings
+    settler: Settler
+
+    async def settled(self, user: VerifiedUser) -> None:
+        await self.settler.applied_for(user.userId, timeout_s=self.settings.usage_timeout)
+
+    async def show_limits(self, user: VerifiedUser) -> None:
+        await asyncio.gather(
+            record_current_usage(self.request, self.usage, user),
+            show_window(self.request, self.limiter, self.settings, user),
+        )

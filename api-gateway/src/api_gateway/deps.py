@@ -11,6 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from infergate_common.errors import UnauthorizedError
 from infergate_common.validation import IdempotencyKey, Period
 
+from api_gateway.admission import AccountView
 from api_gateway.chat import ChatTurn
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings
@@ -82,6 +83,14 @@ RegistrationLimiterDep = Annotated[SlidingWindowLimiter, Depends(get_registratio
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 KeysDep = Annotated[KeyLifecycle, Depends(get_keys)]
 SettlerDep = Annotated[Settler, Depends(get_settler)]
+
+
+async def get_account_view(request: Request, resources: ResourcesDep) -> AccountView:
+    r = resources
+    return AccountView(request, r.usage, r.limiter, r.settings, r.settler)
+
+
+AccountViewDep = Annotated[AccountView, Depends(get_account_view)]
 
 
 async def presented_api_key(

@@ -9,20 +9,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from infergate_common.errors import error_responses
 from infergate_common.usage_reports import DailyUsage
 
 from api_gateway.admin_schemas import Cursor, RequestHistory
-from api_gateway.admission import record_current_usage, show_window
-from api_gateway.deps import (
-    CurrentUser,
-    LimiterDep,
-    PeriodQuery,
-    SettingsDep,
-    SettlerDep,
-    UsageClientDep,
-)
+from api_gateway.deps import AccountViewDep, CurrentUser, PeriodQuery
 
 router = APIRouter(tags=["public"])
 _ERRORS = error_responses(400, 401, 503, 504)
@@ -30,43 +22,29 @@ _ERRORS = error_responses(400, 401, 503, 504)
 
 @router.get("/v1/usage/daily", response_model=DailyUsage, responses=_ERRORS)
 async def usage_per_day(
-    request: Request,
-    user: CurrentUser,
-    usage: UsageClientDep,
-    limiter: LimiterDep,
-    settings: SettingsDep,
-    settler: SettlerDep,
-    period: PeriodQuery = None,
+    user: CurrentUser, view: AccountViewDep, period: PeriodQuery = None
 ) -> DailyUsage:
     """Your requests, tokens, errors and refusals per day (UTC) of this month (or `period`):
     every day up to today, zero-filled. `errors` are attempts the service failed (timeouts,
     model errors); `refused` are those your rate limit or quota refused."""
-    await settler.applied_for(user.userId, timeout_s=settings.usage_timeout)
-    daily, *_ = await asyncio.gather(
-        usage.daily(user.userId, period=period),
-        record_current_usage(request, usage, user),
-        show_window(request, limiter, settings, user),
+    await view.settled(user)
+    daily, _ = await asyncio.gather(
+        view.usage.daily(user.userId, period=period), view.show_limits(user)
     )
     return daily
 
 
 @router.get("/v1/requests", response_model=RequestHistory, responses=_ERRORS)
 async def your_requests(
-    request: Request,
     user: CurrentUser,
-    usage: UsageClientDep,
-    limiter: LimiterDep,
-    settings: SettingsDep,
-    settler: SettlerDep,
+    view: AccountViewDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     before: Annotated[Cursor | None, Query()] = None,
 ) -> RequestHistory:
     """Your request log, newest first, `limit` a page; pass `nextCursor` as `before` for the next
     (older) page. Token counts, status and timing only: prompts and outputs are never kept."""
-    await settler.applied_for(user.userId, timeout_s=settings.usage_timeout)
-    history, *_ = await asyncio.gather(
-        usage.history(user.userId, limit=limit, before=before),
-        record_current_usage(request, usage, user),
-        show_window(request, limiter, settings, user),
+    await view.settled(user)
+    history, _ = await asyncio.gather(
+        view.usage.history(user.userId, limit=limit, before=before), view.show_limits(user)
     )
     return history

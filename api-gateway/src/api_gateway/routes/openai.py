@@ -9,15 +9,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from infergate_common.errors import error_responses
 
-from api_gateway.admission import admit, record_current_usage, show_window
+from api_gateway.admission import admit
 from api_gateway.deps import (
+    AccountViewDep,
     AiClientDep,
     CatalogDep,
     ChatTurnDep,
     CurrentUser,
     LimiterDep,
-    SettingsDep,
-    UsageClientDep,
 )
 from api_gateway.openai_format import CompletionIds, completion, completion_chunks
 from api_gateway.openai_schemas import (
@@ -78,17 +77,10 @@ async def chat_completions(
     responses=error_responses(401, 503, 504, model=OpenAIErrorBody),
 )
 async def list_models(
-    request: Request,
-    user: CurrentUser,
-    ai: AiClientDep,
-    catalog: CatalogDep,
-    limiter: LimiterDep,
-    settings: SettingsDep,
-    usage: UsageClientDep,
+    user: CurrentUser, ai: AiClientDep, catalog: CatalogDep, view: AccountViewDep
 ) -> ModelListing:
     """The models you may use: the allowed ones the LLM server has."""
-    await show_window(request, limiter, settings, user)
-    await record_current_usage(request, usage, user)
+    await view.show_limits(user)
     return ModelListing(
         data=[
             ModelCard(

@@ -5,6 +5,7 @@ database with only readWrite on it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import subprocess
@@ -17,7 +18,7 @@ import pymongo
 
 from infergate_devstack.ports import HOST, free_ports
 from infergate_devstack.probes import mongo_ping, redis_ping
-from infergate_devstack.processes import ProcessSpec
+from infergate_devstack.processes import ManagedProcess, ProcessSpec
 
 REDIS_GATEWAY_USER = "gateway"
 REDIS_ADMIN_USER = "admin"
@@ -133,6 +134,18 @@ def mongo_spec(
         log_path=log_path,
         ready=functools.partial(mongo_ping, mongo_uri(port)),
     )
+
+
+def scratch_mongo(
+    program: Path, root: Path, port: int, *, extra_args: tuple[str, ...] = ()
+) -> ManagedProcess:
+    """A SecantusDB of its own for tests and benchmarks (data and log under `root`, no users),
+    not started yet: `spawn()` then `wait_ready()`, `stop()` when done."""
+    spec = mongo_spec(
+        program=program, port=port, data_dir=root / "mongo", log_path=root / "mongo.log"
+    )
+    spec = dataclasses.replace(spec, argv=[*spec.argv, *extra_args])
+    return ManagedProcess(spec, pid_dir=root)
 
 
 def _secantus_argv(program: Path, data_dir: Path) -> list[str]:
