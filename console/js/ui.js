@@ -150,8 +150,17 @@ export function setUpConfirmDialog() {
   byId("confirm-cancel").addEventListener("click", () => dialog.close("cancel"));
 }
 
-/** Fill a panel with a key shown once: the key, a copy button and the warning. */
-export function showSecret(panel, { title, key, note }) {
+const KEY_WARNING = [
+  "This key is shown only once. ",
+  "Copy it now and keep it somewhere safe: InferGate stores only a hash of it and cannot show it again.",
+];
+
+/** Fill a panel with a secret shown once (an API key unless told otherwise): the secret, a copy
+ * button and the warning (`warning`: its bold start and the rest). */
+export function showSecret(
+  panel,
+  { title, key, note, label = "API key", copyLabel = "Copy key", warning = KEY_WARNING },
+) {
   const input = el("input", {
     id: `${panel.id}-value`,
     class: "secret",
@@ -164,18 +173,13 @@ export function showSecret(panel, { title, key, note }) {
   const copy = el("button", {
     type: "button",
     class: "secondary",
-    text: "Copy key",
+    text: copyLabel,
     onclick: () => copyText(input, status),
   });
   const parts = [
     el("h3", { text: title }),
-    el(
-      "p",
-      { class: "warning", role: "alert" },
-      el("strong", { text: "This key is shown only once. " }),
-      "Copy it now and keep it somewhere safe: InferGate stores only a hash of it and cannot show it again.",
-    ),
-    el("label", { for: input.id, text: "API key" }),
+    el("p", { class: "warning", role: "alert" }, el("strong", { text: warning[0] }), warning[1]),
+    el("label", { for: input.id, text: label }),
     el("div", { class: "secret-row" }, input, copy),
     status,
   ];

@@ -1,7 +1,9 @@
 // The user console: register, sign in with an API key (kept in this tab's sessionStorage only:
 // never a cookie, never the URL), usage against the quota, the rate-limit window, usage per day,
-// recent requests, a streaming playground, and rotating or revoking the key.
+// recent requests, a streaming playground, quota alerts by webhook, and rotating or revoking the
+// key.
 
+import { QuotaAlerts } from "./alerts.js";
 import { Api, ApiError, describeError, idempotencyKey } from "./api.js";
 import { mountDailyFigures } from "./charts.js";
 import { Playground } from "./playground.js";
@@ -43,6 +45,7 @@ const playground = new Playground({
   report: (region, error) => report(region, error),
   finished: () => (session.key ? refreshAll() : undefined),
 });
+const alerts = new QuotaAlerts({ api, report: (region, error) => report(region, error) });
 
 // -- signing in and out -----------------------------------------------------------------------
 
@@ -79,6 +82,7 @@ function forgetShownKeys() {
 function signOut(message = "") {
   session.key = null;
   playground.clear();
+  alerts.reset();
   byId("signed-in").hidden = true;
   byId("nav").hidden = true;
   byId("session").hidden = true;
@@ -163,7 +167,7 @@ async function refreshAll() {
     report(byId("page-status"), error);
     return;
   }
-  await Promise.all([refreshDaily(), refreshRequests()]);
+  await Promise.all([refreshDaily(), refreshRequests(), alerts.refreshIfShown()]);
 }
 
 // -- the key ----------------------------------------------------------------------------------
