@@ -36,7 +36,13 @@ from tests.test_console import browser as browser
 from tests.test_console import llm as llm
 from tests.test_console import pages as pages
 from tests.test_console import playwright as playwright
-from tests.webhook_receiver import Received, WebhookReceiver, expected_signature
+from tests.webhook_receiver import (
+    Received,
+    WebhookReceiver,
+    delivery_env,
+    expected_signature,
+)
+from tests.webhook_receiver import receiver as receiver
 
 MONTHLY_TOKENS = 250
 PROMPT_TOKENS, COMPLETION_TOKENS = 18, 100
@@ -44,12 +50,6 @@ REFUSED_MESSAGE = (
     "The webhook URL's host resolves to a loopback address (127.0.0.1); webhooks are only sent "
     "to public addresses. (request id "
 )
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +66,7 @@ def alerts_stack(
         "FREE_MONTHLY_TOKENS": str(MONTHLY_TOKENS),
         "MAX_OUTPUT_TOKENS": str(COMPLETION_TOKENS),
         "PROMPT_TOKEN_OVERHEAD": "16",
-        "QUOTA_WEBHOOK_ALLOWED_HOSTS": f"127.0.0.1:{receiver.port}",
-        "QUOTA_WEBHOOK_RETRY_SECONDS": "0.2",
-        "QUOTA_WEBHOOK_POLL_SECONDS": "0.1",
-        "QUOTA_WEBHOOK_TIMEOUT_SECONDS": "1",
+        **delivery_env(receiver),
     }
     with local_stack(tmp_path_factory.mktemp("console-webhooks"), fake_ollama.url, env) as stack:
         yield stack

@@ -20,16 +20,16 @@ from infergate_devstack.stack import Stack
 from tests.fake_ollama_fixtures import FakeOllamaControl, FakeOllamaProcess
 from tests.faults import wait_until
 from tests.helpers import chat, local_stack, register
-from tests.webhook_receiver import Received, WebhookReceiver, expected_signature
+from tests.webhook_receiver import (
+    Received,
+    WebhookReceiver,
+    delivery_env,
+    expected_signature,
+)
+from tests.webhook_receiver import receiver as receiver
 
 OPERATOR_SECRET = "whsec_" + "b3BlcmF0b3Itc2VjcmV0LWZvci10aGUtZTJlLXRlc3Q="
 CHATS_TO_80, CHATS_TO_100 = 7, 9
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,7 @@ def webhook_stack(
         "FREE_MONTHLY_TOKENS": "1000",
         "MAX_OUTPUT_TOKENS": "100",
         "PROMPT_TOKEN_OVERHEAD": "16",
-        "QUOTA_WEBHOOK_ALLOWED_HOSTS": f"127.0.0.1:{receiver.port}",
-        "QUOTA_WEBHOOK_RETRY_SECONDS": "0.2",
-        "QUOTA_WEBHOOK_POLL_SECONDS": "0.1",
-        "QUOTA_WEBHOOK_TIMEOUT_SECONDS": "1",
+        **delivery_env(receiver),
         "QUOTA_WEBHOOK_URL": f"{receiver.url}/operator",
         "QUOTA_WEBHOOK_SECRET": OPERATOR_SECRET,
         "QUOTA_WEBHOOK_THRESHOLDS": "100",

@@ -23,10 +23,12 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 from tests.started import Started
 
@@ -151,3 +153,21 @@ class WebhookReceiver(Started):
                 """Quiet."""
 
         return Handler
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    """A module's receiver (import it into the test module to use it as a fixture)."""
+    with WebhookReceiver() as running:
+        yield running
+
+
+def delivery_env(receiver: WebhookReceiver) -> dict[str, str]:
+    """usage-service settings for stacks whose webhooks go to `receiver`: allowed although it is
+    on loopback, and retried, polled and timed out quickly."""
+    return {
+        "QUOTA_WEBHOOK_ALLOWED_HOSTS": f"127.0.0.1:{receiver.port}",
+        "QUOTA_WEBHOOK_RETRY_SECONDS": "0.2",
+        "QUOTA_WEBHOOK_POLL_SECONDS": "0.1",
+        "QUOTA_WEBHOOK_TIMEOUT_SECONDS": "1",
+    }
