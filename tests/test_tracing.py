@@ -382,3 +382,40 @@ async def test_background_work_makes_no_traces_of_its_own(
     assert [span for span in received if span.parent_span_id == "" and span.kind != "SERVER"] == []
     # Probes and scrapes are not traced either.
     assert not [span for span in received if span.name.endswith(("/healthz", "/metrics"))]
+
+
+async def test_an_unsampled_request_stays_unsampled_at_every_hop(
+    api: httpx.AsyncClient, receiver: OtlpReceiver
+) -> None:
+    """A caller's trace that is not sampled (flags 00) records nothing anywhere: each service
+    passes the decision on (its client calls go uninstrumented, the context still goes with
+    them), so no later service starts a trace of its own for the request."""
+    key, other_key = await register(api), await register(api)
+    unsampled_id = secrets.token_hex(16)
+    unsampled = f"00-{unsampled_id}-{secrets.token_hex(8)}-00"
+    before = {span.span_id for span in receiver.spans()}
+    response = await api.post(
+        "/v1/chat", json={"prompt": "Hello"}, headers={"x-api-key": key, "traceparent": unsampled}
+    )
+    assert response.status_code == 200, response.text
+    # A sampled chat after it (another user, so auth-service is asked again): once its spans
+    # are in, the unsampled one's would be too.
+    traceparent, trace_id, _ = new_traceparent()
+    sampled = await api.post(
+        "/v1/chat",
+        json={"prompt": "Hello"},
+        headers={"x-api-key": other_key, "traceparent": traceparent},
+    )
+    assert sampled.status_code == 200, sampled.text
+    await wait_for_trace(receiver, trace_id, everything_arrived)
+
+    new = [span for span in receiver.spans() if span.span_id not in before]
+    assert [span for span in new if span.trace_id == unsampled_id] == []
+    # Every span that arrived since belongs to the sampled chat (registrations' traces may still
+    # be arriving: they have no traceparent of their own): none of the unsampled chat's hops
+    # (auth, usage, ai, or their databases) started a trace of its own.
+    registrations = {span.trace_id for span in new if "register" in span.name}
+    strays = [
+        (span.service, span.name) for span in new if span.trace_id not in {trace_id, *registrations}
+    ]
+    assert strays == []

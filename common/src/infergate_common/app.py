@@ -23,7 +23,11 @@ from infergate_common.logs import configure_logging
 from infergate_common.metrics import HttpMetrics, MetricsOff, metrics_router
 from infergate_common.request_context import RequestContextMiddleware
 from infergate_common.settings import ServiceSettings
-from infergate_common.tracing import configure_tracing, server_telemetry
+from infergate_common.tracing import (
+    UnsampledRequestsUninstrumented,
+    configure_tracing,
+    server_telemetry,
+)
 
 
 class HealthResponse(BaseModel):
@@ -134,6 +138,8 @@ def create_service_app(
     registry = CollectorRegistry(auto_describe=True) if on else MetricsOff()
     app.state.metrics_registry = registry
     install_error_handlers(app, field_messages=field_messages, render=render_error)
+    if tracing:
+        app.add_middleware(UnsampledRequestsUninstrumented)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=HttpMetrics.create(registry) if on else None,

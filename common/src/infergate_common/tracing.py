@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, MutableMapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import yarl
 from fastapi.telemetry import TelemetryConfig
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider, sampling
@@ -35,6 +36,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 # Probes and scrapes: frequent, and nothing to see. Regexes searched in the URL (path, no query).
@@ -92,6 +94,42 @@ def server_telemetry(tracing: bool) -> TelemetryConfig:
         "operation_spans": False,
         "exclude": _untraced,
     }
+
+
+# Set for the requests whose client calls go uninstrumented (see UnsampledRequestsUninstrumented).
+_uninstrumented: ContextVar[bool] = ContextVar("infergate_uninstrumented", default=False)
+
+
+class UnsampledRequestsUninstrumented:
+    """A request whose trace is not sampled makes its client calls (Redis, MongoDB, HTTP)
+    without the instrumentations: their hooks would only build spans that are dropped, and at one
+    request in ten sampled they were most of tracing's cost. Its trace context (sampled flag off)
+    is still passed on by `propagate_unsampled`, so the next service follows the same decision.
+    Added only when this process traces; inside the server span (FastAPI's, around the app)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+        self.app = app
+        self._suppressed = suppress_instrumentation
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or trace.get_current_span().is_recording():
+            await self.app(scope, receive, send)
+            return
+        marked = _uninstrumented.set(True)
+        try:
+            with self._suppressed():
+                await self.app(scope, receive, send)
+        finally:
+            _uninstrumented.reset(marked)
+
+
+def propagate_unsampled(headers: dict[str, str]) -> None:
+    """Add the trace context to an internal call's headers when the instrumentation that would
+    have is suppressed (an unsampled request); otherwise nothing (one context lookup)."""
+    if _uninstrumented.get():
+        propagate.inject(headers)
 
 
 def _untraced(scope: MutableMapping[str, Any]) -> bool:

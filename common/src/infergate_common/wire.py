@@ -17,6 +17,7 @@ import aiohttp
 import httpx
 
 from infergate_common.request_context import REQUEST_ID_HEADER, current_request_id
+from infergate_common.tracing import propagate_unsampled
 
 
 class WireTimeoutError(Exception):
@@ -68,7 +69,9 @@ class Wire(Protocol):
 
 def _request_headers() -> dict[str, str]:
     request_id = current_request_id()
-    return {REQUEST_ID_HEADER: request_id} if request_id is not None else {}
+    headers = {REQUEST_ID_HEADER: request_id} if request_id is not None else {}
+    propagate_unsampled(headers)
+    return headers
 
 
 class AiohttpWire:
