@@ -34,6 +34,8 @@ BASE_ENV = {
     "LOG_LEVEL": "info",
     "OLLAMA_TIMEOUT": "2",
     "ADMIN_TOKEN": ADMIN_TOKEN,
+    # The response cache on (deterministic requests only, per user): test_response_cache.py.
+    "CACHE_TTL_SECONDS": "300",
 }
 
 

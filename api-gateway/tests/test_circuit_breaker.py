@@ -9,10 +9,10 @@ from contextlib import AbstractAsyncContextManager
 import httpx
 import pytest
 import redis.asyncio as redis
-from api_gateway.circuit_breaker import CircuitBreaker, CircuitState
 from api_gateway.main import create_app
 from fastapi import FastAPI
 from gateway_downstream import VALID_KEY, Downstream, gateway_settings
+from infergate_common.circuit_breaker import CircuitBreaker, CircuitState
 from infergate_common.errors import UpstreamUnavailableError
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -45,6 +45,21 @@ def test_the_circuit_opens_after_the_threshold_and_refuses_with_retry_after() ->
         breaker.before_call()
     assert refused.value.error_code == "circuit_open"
     assert refused.value.headers["Retry-After"] == "6"
+
+
+def test_a_tripped_circuit_waits_for_a_probe_not_for_the_cooldown() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=3, cooldown_s=10, clock=clock)
+    breaker.trip()
+    assert breaker.state is CircuitState.OPEN
+    clock.now += 60
+    assert not breaker.allows_call()
+    assert not breaker.try_call()
+    breaker.half_open()  # a probe found it answering
+    assert breaker.try_call()
+    assert not breaker.try_call()  # one trial at a time
+    breaker.record_success()
+    assert breaker.allows_call()
 
 
 def test_a_success_resets_the_run_of_failures() -> None:

@@ -219,6 +219,7 @@ export function fillTable(tbody, rows, cells, attributes = () => ({})) {
 // How a logged chat ended, in words, and whether it was the service's failure or a refusal.
 const STATUS = {
   SUCCESS: ["Success", "status-success"],
+  CACHED: ["Success: cached answer", "status-success"],
   CANCELLED: ["Cancelled", ""],
   QUOTA_EXCEEDED: ["Refused: monthly quota", "status-refused"],
   RATE_LIMITED: ["Refused: rate limit", "status-refused"],

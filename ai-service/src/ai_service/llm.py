@@ -1,37 +1,40 @@
-"""The Ollama client wrapper: calls to /api/chat, with Ollama's failures translated once.
+"""The model client: calls to /api/chat on the backend the pool chooses, retried once on another
+backend when the first fails before any output, within OLLAMA_TIMEOUT overall.
 
-Streaming answers are NDJSON events for the gateway: `{"type": "delta", "content"}` per chunk,
-then `{"type": "done", ...counts}`, or `{"type": "error", ...}` if the model fails mid-stream.
+A retry never bills twice: the gateway reserves and settles once per request, whatever happens
+here. After the first chunk of a stream, nothing is retried (see `llm_answers`).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 from collections.abc import AsyncIterator, Mapping
+from time import perf_counter
 from typing import Any
 
 import httpx
 import ollama
-import pydantic
 import structlog
 from infergate_common.aiohttp_transport import AiohttpTransport
-from infergate_common.errors import (
-    AppError,
-    NotFoundError,
-    UpstreamTimeoutError,
-    UpstreamUnavailableError,
-)
+from infergate_common.errors import AppError
 from infergate_common.metrics import counter
 from infergate_common.request_context import REQUEST_ID_HEADER, current_request_id
 from prometheus_client import CollectorRegistry
 
+from ai_service.backend import RETRYABLE, Backend, classify
+from ai_service.backend_pool import BackendPool
+from ai_service.catalog import catalog
+from ai_service.llm_answers import result, stream_events
+from ai_service.llm_errors import LLM_ERRORS, model_not_found, translate_llm_error
 from ai_service.schemas import GenerateRequest, GenerateResponse, ModelInfo
 
+__all__ = ["LLM_ERRORS", "LlmClient", "ModelTokens", "create_ollama_client", "translate_llm_error"]
+
 _log = structlog.get_logger("llm")
-# Everything the ollama client raises for a failed call (see ecosystem notes, section 3.7).
-LLM_ERRORS = (ollama.ResponseError, ConnectionError, httpx.HTTPError, pydantic.ValidationError)
 # Opening a connection to the LLM server; `timeout` (seconds without a byte) covers the rest.
 CONNECT_TIMEOUT = 3.0
+Messages = list[dict[str, Any]]
+Opened = tuple[ollama.ChatResponse, AsyncIterator[ollama.ChatResponse], float]
 
 
 def create_ollama_client(*, url: str, timeout: float) -> ollama.AsyncClient:
@@ -44,11 +47,11 @@ def create_ollama_client(*, url: str, timeout: float) -> ollama.AsyncClient:
         host=url,
         timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
         transport=AiohttpTransport(),
-        event_hooks={"request": [_stamp_request_id]},
+        event_hooks={"request": [stamp_request_id]},
     )
 
 
-async def _stamp_request_id(request: httpx.Request) -> None:
+async def stamp_request_id(request: httpx.Request) -> None:
     request_id = current_request_id()
     if request_id is not None:
         request.headers[REQUEST_ID_HEADER] = request_id
@@ -81,16 +84,20 @@ class ModelTokens:
 class LlmClient:
     def __init__(
         self,
-        client: ollama.AsyncClient,
+        backends: BackendPool | ollama.AsyncClient,
         *,
         default_model: str,
         default_options: Mapping[str, Any] | None = None,
         tokens: ModelTokens | None = None,
+        timeout: float | None = None,
     ) -> None:
-        self._client = client
+        if isinstance(backends, ollama.AsyncClient):
+            backends = BackendPool.single(backends)
+        self._pool = backends
         self._default_model = default_model
         self._default_options = dict(default_options or {})
         self._tokens = tokens
+        self._timeout = timeout  # the whole call, retry included (None: no bound of its own)
         if tokens is not None:
             tokens.start_at_zero(default_model)
 
@@ -108,161 +115,105 @@ class LlmClient:
         _log.debug("generation_started", model=model, messages=len(body.messages))
         return model, options
 
+    def _choose(self, model: str) -> Backend:
+        backend = self._pool.choose(model)
+        if backend is None:
+            raise model_not_found(model)  # no route for it
+        return backend
+
     async def generate(self, body: GenerateRequest) -> GenerateResponse:
         model, options = self._request(body)
+        messages = [m.model_dump() for m in body.messages]
+        started = perf_counter()
+        backend = self._choose(model)
         try:
-            response = await self._client.chat(
-                model=model,
-                messages=[m.model_dump() for m in body.messages],
-                options=options,
-                stream=False,
-            )
+            response = await self._whole(backend, model, messages, options)
         except LLM_ERRORS as exc:
-            raise translate_llm_error(exc, model=model) from exc
-        result = _result(response, model=model, output=response.message.content or "")
+            backend, remaining = self._retry_target(backend, exc, model=model, started=started)
+            try:
+                async with asyncio.timeout(remaining):
+                    response = await self._whole(backend, model, messages, options)
+            except (*LLM_ERRORS, TimeoutError) as again:
+                raise translate_llm_error(again, model=model) from again
+        output = response.message.content or ""
+        answer = result(response, model=model, output=output, backend=backend.name)
         if self._tokens is not None:
-            self._tokens.record(result)
-        return result
+            self._tokens.record(answer)
+        return answer
+
+    async def stream(self, body: GenerateRequest) -> AsyncIterator[bytes]:
+        """NDJSON events; the first chunk is awaited here so early failures raise (and are
+        retried) normally."""
+        model, options = self._request(body)
+        messages = [m.model_dump() for m in body.messages]
+        started = perf_counter()
+        backend = self._choose(model)
+        try:
+            first, rest, began = await self._open(backend, model, messages, options)
+        except LLM_ERRORS as exc:
+            backend, remaining = self._retry_target(backend, exc, model=model, started=started)
+            try:
+                async with asyncio.timeout(remaining):
+                    first, rest, began = await self._open(backend, model, messages, options)
+            except (*LLM_ERRORS, TimeoutError) as again:
+                raise translate_llm_error(again, model=model) from again
+        record = self._tokens.record if self._tokens is not None else _ignore
+        return stream_events(first, rest, model=model, backend=backend, began=began, record=record)
+
+    async def _whole(
+        self, backend: Backend, model: str, messages: Messages, options: dict[str, Any]
+    ) -> ollama.ChatResponse:
+        began = backend.begin()
+        try:
+            response = await backend.client.chat(
+                model=model, messages=messages, options=options, stream=False
+            )
+        except BaseException as exc:
+            backend.end(began, backend.failed(exc, model))
+            raise
+        backend.answered(began)
+        backend.end(began, "ok")
+        return response
+
+    async def _open(
+        self, backend: Backend, model: str, messages: Messages, options: dict[str, Any]
+    ) -> Opened:
+        began = backend.begin()
+        try:
+            parts = await backend.client.chat(
+                model=model, messages=messages, options=options, stream=True
+            )
+            iterator = aiter(parts)
+            first = await anext(iterator)
+        except BaseException as exc:
+            backend.end(began, backend.failed(exc, model))
+            raise
+        backend.answered(began)
+        return first, iterator, began
+
+    def _retry_target(
+        self, failed: Backend, exc: Exception, *, model: str, started: float
+    ) -> tuple[Backend, float | None]:
+        """Where to try once more (and the time left), or raise the translated error."""
+        error: AppError = translate_llm_error(exc, model=model)
+        remaining = None if self._timeout is None else self._timeout - (perf_counter() - started)
+        if classify(exc) not in RETRYABLE or (remaining is not None and remaining <= 0):
+            raise error from exc
+        backend = self._pool.choose(model, avoid=failed)
+        if backend is None:
+            raise error from exc
+        failed.retried()
+        _log.info("llm_retry", model=model, failed=failed.name, backend=backend.name)
+        return backend, remaining
 
     async def models(self) -> list[str]:
         """The models the LLM server has, as `name` (`:latest` dropped) or `name:tag`."""
         return [model.name for model in await self.catalog()]
 
     async def catalog(self) -> list[ModelInfo]:
-        """The models the LLM server has, by name, with what it says about each."""
-        try:
-            listing = await self._client.list()
-        except LLM_ERRORS as exc:
-            raise translate_llm_error(exc, model="*") from exc
-        by_digest: dict[str, list[str]] = {}
-        found: dict[str, ModelInfo] = {}
-        for model in listing.models:
-            if not model.model:
-                continue
-            name = model.model.removesuffix(":latest")
-            details = model.details
-            found[name] = ModelInfo(
-                name=name,
-                family=details.family if details else None,
-                parameterSize=details.parameter_size if details else None,
-                quantization=details.quantization_level if details else None,
-            )
-            if model.digest:
-                by_digest.setdefault(model.digest, []).append(name)
-        for names in by_digest.values():
-            for name in names:
-                found[name].sameAs = sorted(set(names) - {name})
-        return [found[name] for name in sorted(found)]
-
-    async def stream(self, body: GenerateRequest) -> AsyncIterator[bytes]:
-        """NDJSON events; the first chunk is awaited here so early failures raise normally."""
-        model, options = self._request(body)
-        try:
-            parts = await self._client.chat(
-                model=model,
-                messages=[m.model_dump() for m in body.messages],
-                options=options,
-                stream=True,
-            )
-            iterator = aiter(parts)
-            first = await anext(iterator)
-        except LLM_ERRORS as exc:
-            raise translate_llm_error(exc, model=model) from exc
-        return _events(first, iterator, model=model, tokens=self._tokens)
+        """The models the available backends serve, by name, with what they say about each."""
+        return await catalog(self._pool)
 
 
-async def _events(
-    first: ollama.ChatResponse,
-    rest: AsyncIterator[ollama.ChatResponse],
-    *,
-    model: str,
-    tokens: ModelTokens | None,
-) -> AsyncIterator[bytes]:
-    part: ollama.ChatResponse | None = first
-    try:
-        while part is not None:
-            if part.message.content:
-                yield _line({"type": "delta", "content": part.message.content})
-            if part.done:
-                done = _result(part, model=model, output="")
-                if tokens is not None:
-                    tokens.record(done)
-                yield _line({"type": "done", **done.model_dump(exclude={"output"})})
-                return
-            part = await anext(rest, None)
-    except LLM_ERRORS as exc:
-        error = translate_llm_error(exc, model=model)
-        yield _line(
-            {
-                "type": "error",
-                "status": error.status_code,
-                "code": error.error_code,
-                "message": error.message,
-            }
-        )
-        return
-    # The stream ended without a final object: report it rather than invent counts.
-    yield _line(
-        {
-            "type": "error",
-            "status": 503,
-            "code": "llm_error",
-            "message": "The LLM stream ended early",
-        }
-    )
-
-
-def _line(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
-
-
-def _result(response: ollama.ChatResponse, *, model: str, output: str) -> GenerateResponse:
-    prompt_tokens = _count(response.prompt_eval_count, "prompt_eval_count")
-    completion_tokens = _count(response.eval_count, "eval_count")
-    known = prompt_tokens is not None and completion_tokens is not None
-    # Debug: the counts are in the request log (usage-service) and the access line is at info.
-    _log.debug(
-        "generation_finished",
-        model=model,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        done_reason=response.done_reason,
-    )
-    return GenerateResponse(
-        output=output,
-        tokens=(prompt_tokens or 0) + (completion_tokens or 0) if known else None,
-        promptTokens=prompt_tokens,
-        completionTokens=completion_tokens,
-        model=model,
-        doneReason=response.done_reason or "stop",
-    )
-
-
-def _count(value: int | None, field: str) -> int | None:
-    """A count as the model reported it; None when it left it out (Ollama omits zero-valued
-    metrics, and older servers skip cached prompt counts): the gateway then bills a bound, never
-    0."""
-    if value is None:
-        _log.warning("token_count_missing", field=field)
-    return value
-
-
-def translate_llm_error(exc: Exception, *, model: str) -> AppError:
-    """Map what the ollama client raises to the gateway's errors (504 timeout, else 503)."""
-    if isinstance(exc, httpx.TimeoutException):
-        _log.warning("llm_timeout", model=model)
-        return UpstreamTimeoutError("AI service timeout", code="llm_timeout")
-    if isinstance(exc, ollama.ResponseError):
-        _log.warning("llm_error", model=model, status=exc.status_code)
-        if exc.status_code == 404:
-            # The request's fault (a model the server lacks), not the LLM's: a 404 for that
-            # request, which never counts against the model's circuit breaker.
-            return NotFoundError(
-                f"Model '{model}' is not available on the LLM server", code="model_not_found"
-            )
-        return UpstreamUnavailableError("The LLM server returned an error", code="llm_error")
-    if isinstance(exc, ConnectionError | httpx.TransportError):
-        _log.warning("llm_unreachable", model=model, error_type=type(exc).__name__)
-        return UpstreamUnavailableError("LLM unavailable", code="llm_unavailable")
-    _log.warning("llm_invalid_response", model=model, error_type=type(exc).__name__)
-    return UpstreamUnavailableError("The LLM server sent an invalid response", code="llm_error")
+def _ignore(_: GenerateResponse) -> None:
+    return None

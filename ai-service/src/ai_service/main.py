@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import httpx
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
 from infergate_common.app import (
@@ -17,26 +16,23 @@ from infergate_common.app import (
 from infergate_common.internal_auth import INTERNAL_AUTH_RESPONSES, internal_token_guard
 from infergate_common.metrics import lifespan_registry
 
+from ai_service.backend_probe import readiness
 from ai_service.config import Settings, get_settings
+from ai_service.deps import ResourcesDep
 from ai_service.resources import Resources, open_resources
 from ai_service.routes.ai import router as ai_router
 
 
-def _readiness_router(ollama_url: str) -> APIRouter:
+def _readiness_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/readyz", response_model=ReadinessResponse, responses=READINESS_RESPONSES)
-    async def readyz() -> JSONResponse:
-        """Readiness: the LLM server answers."""
-        try:
-            async with httpx.AsyncClient(base_url=ollama_url, timeout=2.0) as client:
-                response = await client.get("/")
-            up = response.status_code == 200
-        except httpx.HTTPError:
-            up = False
-        if up:
-            return JSONResponse({"status": "ready", "checks": {"llm": "ok"}})
-        return JSONResponse({"status": "unavailable", "checks": {"llm": "down"}}, 503)
+    async def readyz(resources: ResourcesDep) -> JSONResponse:
+        """Readiness: every configured model has a backend that answers and is in rotation."""
+        ready, checks = await readiness(resources.backends)
+        if ready:
+            return JSONResponse({"status": "ready", "checks": checks})
+        return JSONResponse({"status": "unavailable", "checks": checks}, 503)
 
     return router
 
@@ -56,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="InferGate ai-service",
         description="Internal: model calls through Ollama's API.",
     )
-    app.include_router(_readiness_router(settings.ollama_url))
+    app.include_router(_readiness_router())
     app.include_router(
         ai_router,
         dependencies=[Depends(internal_token_guard(settings.internal_token))],

@@ -40,6 +40,8 @@ class GenerateResponse(BaseModel):
     completionTokens: int | None
     model: str
     doneReason: str
+    # The configured name of the backend that answered (never its URL).
+    backend: str | None = None
 
 
 class ModelInfo(BaseModel):

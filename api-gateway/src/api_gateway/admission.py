@@ -9,11 +9,17 @@ import structlog
 from fastapi import Request
 from infergate_common.errors import AppError, BadRequestError, ForbiddenError, RateLimitedError
 
-from api_gateway.chat import Admitted, ChatTurn
+from api_gateway.chat import ChatTurn
+from api_gateway.chat_events import Admitted
 from api_gateway.clients import UsageClient
 from api_gateway.config import Settings
 from api_gateway.rate_limit import Decision, SlidingWindowLimiter
-from api_gateway.rate_limit_headers import TokenBudget, record_requests, record_tokens
+from api_gateway.rate_limit_headers import (
+    TokenBudget,
+    record_cache,
+    record_requests,
+    record_tokens,
+)
 from api_gateway.schemas import ModelCall, MonthlyUsage, VerifiedUser
 from api_gateway.settler import Settler
 
@@ -90,6 +96,8 @@ async def admit(
         record_requests(request.scope, await limiter.refund(key, decision))
         await record_current_usage(request, turn.usage, turn.user)
         raise
+    if turn.cache is not None and turn.cache.enabled:
+        record_cache(request.scope, hit=admitted.hit is not None)
     reservation = admitted.reservation
     record_tokens(
         request.scope,

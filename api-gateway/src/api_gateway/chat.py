@@ -18,52 +18,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
-from infergate_common.billing import RequestStatus, Reservation, ReservationRequest, Settlement
+from infergate_common.billing import RequestStatus, ReservationRequest, Settlement
+from infergate_common.circuit_breaker import CircuitBreaker
 from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnavailableError
 
 from api_gateway.billing import Billing
-from api_gateway.circuit_breaker import CircuitBreaker, CircuitBreakers
+from api_gateway.chat_cache import admit_hit, finish_hit, replay_hit
+from api_gateway.chat_events import Admitted, Delta, Failed, Finished, StreamEvent, budget_after
+from api_gateway.circuit_breaker import CircuitBreakers
 from api_gateway.clients import AiClient, UsageClient
 from api_gateway.config import Settings
-from api_gateway.rate_limit_headers import TokenBudget
+from api_gateway.response_cache import CachedAnswer, ResponseCache
 from api_gateway.schemas import Generation, ModelCall, VerifiedUser
 from api_gateway.telemetry import GatewayTelemetry, ModelTime
 
 _log = structlog.get_logger("chat")
 WallClock = Callable[[], datetime]
-
-
-@dataclass(frozen=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    generation: Generation
-    settlement: Settlement  # what was charged, and the counts it was charged for
-    tokens: TokenBudget  # the month's quota after this turn, for the headers
-
-    @property
-    def charged(self) -> int:
-        return self.settlement.charged_tokens
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: AppError
-    settlement: Settlement | None = None  # what a stream cut by the failure was charged
-
-
-StreamEvent = Delta | Finished | Failed
-
-
-@dataclass(frozen=True)
-class Admitted:
-    """A chat allowed to run: its call (output capped to what was reserved) and reservation."""
-
-    call: ModelCall
-    reservation: Reservation
 
 
 @dataclass
@@ -79,6 +49,8 @@ class ChatTurn:
     started_at: datetime  # wall clock: the chat's month, and its time in the request log
     telemetry: GatewayTelemetry
     model_time: ModelTime  # how long the model took (for the gateway's added latency)
+    cache: ResponseCache | None = None
+    cache_control: str = ""  # the request's Cache-Control (no-cache, no-store)
 
     @classmethod
     def now(cls, wall_clock: WallClock = lambda: datetime.now(UTC)) -> tuple[float, datetime]:
@@ -122,7 +94,16 @@ class ChatTurn:
     async def reserve(self, call: ModelCall) -> Admitted:
         """Hold the worst case, or what is left if it covers the prompt's bound and some output
         (the output is then capped to fit); 403 when not even that is left. An open circuit
-        refuses first (503), so nothing is reserved for a failing model."""
+        refuses first (503), so nothing is reserved for a failing model. A request the response
+        cache answers is admitted as a hit (see chat_cache), whatever the circuit's state."""
+        entry = None
+        if self.cache is not None:
+            entry = self.cache.entry(
+                call, user_id=self.user.userId, cache_control=self.cache_control
+            )
+            hit = await self.cache.get(entry) if entry is not None else None
+            if entry is not None and hit is not None:
+                return await admit_hit(self, call, entry, hit)
         breaker = self.breakers.for_model(call.model)
         breaker.before_call()
         request = ReservationRequest(
@@ -142,9 +123,15 @@ class ChatTurn:
             breaker.record_abandoned()
             raise
         output_cap = reservation.reserved_tokens - call.prompt_bound()
-        return Admitted(call.model_copy(update={"max_tokens": output_cap}), reservation)
+        if output_cap != call.max_tokens:
+            entry = None  # an answer cut short by the quota is not the request's answer
+        return Admitted(
+            call.model_copy(update={"max_tokens": output_cap}), reservation, cache_entry=entry
+        )
 
     async def complete(self, admitted: Admitted) -> Finished:
+        if admitted.hit is not None:
+            return await finish_hit(self, admitted)
         call, reservation = admitted.call, admitted.reservation
         breaker = self.breakers.for_model(call.model)
         observed = self.telemetry.model_call(call, self.model_time)
@@ -155,35 +142,44 @@ class ChatTurn:
         except AppError as exc:
             _judge(breaker, exc)
             await self.billing.settle_shielded(
-                self._settlement(admitted, _status(exc)), required=False
+                self.settlement(admitted, _status(exc)), required=False
             )
             raise
         except BaseException:  # cancelled: release in the background, and go
             breaker.record_abandoned()
-            self.billing.settle_later(self._settlement(admitted, RequestStatus.CANCELLED))
+            self.billing.settle_later(self.settlement(admitted, RequestStatus.CANCELLED))
             raise
         breaker.record_success()
         # A missing output count with output: the cap stands in for it (never billed as 0).
         output_bound = call.max_tokens if generation.output else 0
-        billed = self._settlement(
+        billed = self.settlement(
             admitted,
             RequestStatus.SUCCESS,
             prompt=_known(generation.promptTokens, call.prompt_bound()),
             completion=_known(generation.completionTokens, output_bound),
+            backend=generation.backend,
         )
         settlement = await self.billing.settle_shielded(billed, required=True)
-        return Finished(generation, settlement, self._budget(reservation, settlement))
+        self._remember(admitted, generation, [generation.output])
+        return Finished(generation, settlement, budget_after(reservation, settlement))
 
-    async def stream(self, admitted: Admitted) -> AsyncGenerator[StreamEvent, None]:
-        """Relay the model's chunks, then its end: settled before the final event is sent."""
+    def stream(self, admitted: Admitted) -> AsyncGenerator[StreamEvent, None]:
+        """Relay the model's chunks, then its end: settled before the final event is sent (or
+        replay the cache's)."""
+        if admitted.hit is not None:
+            return replay_hit(self, admitted)
+        return self._relay(admitted)
+
+    async def _relay(self, admitted: Admitted) -> AsyncGenerator[StreamEvent, None]:
         call, reservation = admitted.call, admitted.reservation
-        in_full = self._settlement(
+        in_full = self.settlement(
             admitted,
             RequestStatus.INTERRUPTED,
             prompt=call.prompt_bound(),
             completion=reservation.reserved_tokens - call.prompt_bound(),
         )
         sent, marked = 0, False
+        chunks: list[str] = []  # kept for the response cache
         ending: Generation | AppError | None = None  # None: cut off (the client went away)
         observed = self.telemetry.model_call(call, self.model_time, streamed=True)
         try:
@@ -195,7 +191,10 @@ class ChatTurn:
                             observed.first_output()
                             marked = await self.billing.mark_output(in_full)
                         sent += 1
-                        yield Delta(str(event["content"]))
+                        text = str(event["content"])
+                        if admitted.cache_entry is not None:
+                            chunks.append(text)
+                        yield Delta(text)
                     elif kind == "done":
                         ending = Generation.model_validate({**event, "output": ""})
                         break
@@ -213,7 +212,8 @@ class ChatTurn:
                 required=False,
             )
         if isinstance(ending, Generation):
-            yield Finished(ending, settlement, self._budget(reservation, settlement))
+            self._remember(admitted, ending, chunks)
+            yield Finished(ending, settlement, budget_after(reservation, settlement))
         elif isinstance(ending, AppError):
             yield Failed(ending, settlement)
 
@@ -222,24 +222,26 @@ class ChatTurn:
     ) -> Settlement:
         bound = admitted.call.prompt_bound()
         if isinstance(ending, Generation):
-            return self._settlement(
+            return self.settlement(
                 admitted,
                 RequestStatus.SUCCESS,
                 prompt=_known(ending.promptTokens, bound),
                 completion=_known(ending.completionTokens, sent),
+                backend=ending.backend,
             )
         status = RequestStatus.CANCELLED if ending is None else _status(ending)
         if sent == 0:
-            return self._settlement(admitted, status)
-        return self._settlement(admitted, status, prompt=bound, completion=sent)
+            return self.settlement(admitted, status)
+        return self.settlement(admitted, status, prompt=bound, completion=sent)
 
-    def _settlement(
+    def settlement(
         self,
         admitted: Admitted,
         status: RequestStatus,
         *,
         prompt: int = 0,
         completion: int = 0,
+        backend: str | None = None,
     ) -> Settlement:
         reservation = admitted.reservation
         return Settlement(
@@ -254,13 +256,16 @@ class ChatTurn:
             model=admitted.call.model,
             response_time_ms=self.elapsed_ms(),
             started_at=self.started_at,
+            backend=backend,
         )
 
-    @staticmethod
-    def _budget(reservation: Reservation, settlement: Settlement) -> TokenBudget:
-        """The month after this turn: what reserve saw, plus what the settlement gave back."""
-        returned = reservation.reserved_tokens - settlement.charged_tokens
-        return TokenBudget(reservation.monthly_token_limit, reservation.remaining_tokens + returned)
+    def _remember(self, admitted: Admitted, generation: Generation, chunks: list[str]) -> None:
+        """Keep a finished answer for the response cache (in the background)."""
+        if self.cache is None or admitted.cache_entry is None:
+            return
+        answer = CachedAnswer.of(generation, chunks)
+        if answer is not None:
+            self.cache.remember(admitted.cache_entry, answer)
 
 
 def _judge(breaker: CircuitBreaker, ending: Generation | AppError | None) -> None:

@@ -144,15 +144,21 @@ class UsageClient(InternalServiceClient):
         model: str,
         response_time_ms: float,
         started_at: datetime,
+        status: RequestStatus = RequestStatus.RATE_LIMITED,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
     ) -> None:
-        """Log a chat that was rate limited (it never reached a reservation)."""
+        """Log a chat that never reached a reservation: rate limited, or a free cache hit (with
+        the counts of the answer it repeated)."""
         attempt = AttemptLog(
             request_id=request_id,
             user_id=user_id,
-            status=RequestStatus.RATE_LIMITED,
+            status=status,
             model=model,
             response_time_ms=response_time_ms,
             started_at=started_at,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
         )
         await self.call("POST", "/usage/attempts", json=attempt.wire(), affinity=user_id)
 

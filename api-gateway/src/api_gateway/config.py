@@ -33,6 +33,11 @@ class RedisEndpoint:
     tls: bool = False
 
 
+class CacheHitCharge(StrEnum):
+    NONE = "none"  # a cached answer is free (logged with its counts, charged 0)
+    FULL = "full"  # charged its counts, like the answer it repeats
+
+
 class Settings(ServiceSettings):
     service_name: str = "api-gateway"
     port: int = 4000
@@ -95,6 +100,17 @@ class Settings(ServiceSettings):
     # or the database is down), and how often each gateway claims the settlements that are due.
     settlement_retry_seconds: PositiveFloat = 5.0
     settlement_claim_seconds: PositiveFloat = 1.0
+
+    # The response cache (Redis): how long an answer is kept (0: off, the default), what a hit is
+    # charged, whether it caches every request (default: only deterministic ones, temperature 0
+    # or a seed) and shares answers between users (default: each user has their own), and its
+    # size bounds (entries over all users, bytes per answer).
+    cache_ttl_seconds: Annotated[int, Field(ge=0, le=30 * 86_400)] = 0
+    cache_hit_charge: CacheHitCharge = CacheHitCharge.NONE
+    cache_all_requests: bool = False
+    cache_shared: bool = False
+    cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    cache_max_entry_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 32_768
 
     @property
     def chat_deadline_seconds(self) -> int:

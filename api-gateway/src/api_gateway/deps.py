@@ -166,6 +166,8 @@ async def new_chat_turn(request: Request, user: CurrentUser) -> ChatTurn:
         started_at=started_at,
         telemetry=resources.telemetry,
         model_time=track_model_time(request.scope),
+        cache=resources.cache,
+        cache_control=request.headers.get("cache-control", ""),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from infergate_common.errors import ErrorResponse
 
-from api_gateway.chat import Delta, Failed, Finished, StreamEvent
+from api_gateway.chat_events import Delta, Failed, Finished, StreamEvent
 from api_gateway.openai_errors import openai_error_parts
 from api_gateway.openai_schemas import ChatCompletion, Choice, ChoiceMessage, Usage
 from api_gateway.sse import sse_event

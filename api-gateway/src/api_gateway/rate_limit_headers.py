@@ -1,4 +1,5 @@
-"""Rate-limit headers on every authenticated response: IETF draft and OpenAI style.
+"""Rate-limit headers on every authenticated response: IETF draft and OpenAI style (and the
+response cache's verdict, `x-infergate-cache: hit|miss`, on chats while the cache is on).
 
 Routes record what they learned (the request window, the monthly tokens) in the request scope;
 a pure ASGI middleware writes the headers when the response starts, errors included.
@@ -59,8 +60,14 @@ def record_tokens(scope: Scope, budget: TokenBudget | None) -> None:
         _slot(scope)["tokens"] = budget
 
 
-def build_headers(decision: Decision | None, tokens: TokenBudget | None) -> list[tuple[str, str]]:
-    headers: list[tuple[str, str]] = []
+def record_cache(scope: Scope, *, hit: bool) -> None:
+    _slot(scope)["cache"] = "hit" if hit else "miss"
+
+
+def build_headers(
+    decision: Decision | None, tokens: TokenBudget | None, cache: str | None = None
+) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = [("x-infergate-cache", cache)] if cache else []
     if decision is not None and not decision.degraded:
         reset_s = math.ceil(decision.reset_ms / 1000)
         headers += [
@@ -97,7 +104,9 @@ class RateLimitHeadersMiddleware:
             if message["type"] == "http.response.start":
                 slot = scope.get("state", {}).get(_STATE_KEY)
                 if slot:
-                    extra = build_headers(slot.get("requests"), slot.get("tokens"))
+                    extra = build_headers(
+                        slot.get("requests"), slot.get("tokens"), slot.get("cache")
+                    )
                     names = {name for name, _ in extra}
                     message["headers"] = [
                         (k, v) for k, v in message.get("headers", []) if k.decode() not in names

@@ -33,6 +33,7 @@ from api_gateway.models import ModelCatalog
 from api_gateway.rate_limit import SlidingWindowLimiter
 from api_gateway.readiness import Readiness
 from api_gateway.redis_store import RedisClient, open_redis, redis_ready
+from api_gateway.response_cache import ResponseCache
 from api_gateway.settlement_outbox import SettlementOutbox
 from api_gateway.settler import Settler
 from api_gateway.telemetry import GatewayTelemetry
@@ -54,6 +55,7 @@ class Resources:
     settler: Settler
     readiness: Readiness
     telemetry: GatewayTelemetry
+    cache: ResponseCache | None  # None: CACHE_TTL_SECONDS is 0
 
 
 def open_resources(
@@ -121,6 +123,15 @@ def open_resources(
     # queued for delivery (before the clients they need are closed).
     stack.push_async_callback(settler.close, timeout_s=2 * settings.usage_timeout)
     stack.push_async_callback(billing.drain)
+    cache = None
+    if settings.cache_ttl_seconds:
+        cache = ResponseCache(
+            store,
+            settings=settings,
+            lookups=metrics.response_cache,
+            errors=metrics.redis_errors.labels("response_cache"),
+        )
+        stack.push_async_callback(cache.drain)
     return Resources(
         settings=settings,
         auth=auth,
@@ -149,6 +160,7 @@ def open_resources(
             }
         ),
         telemetry=telemetry,
+        cache=cache,
     )
 
 

@@ -98,6 +98,7 @@ class Generation(BaseModel):
     completionTokens: int | None
     model: str
     doneReason: str
+    backend: str | None = None  # the model backend that answered (None: a cached answer)
 
 
 class ServedModel(BaseModel):

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 from infergate_common.request_context import current_request_id
 
-from api_gateway.chat import Delta, Failed, Finished, StreamEvent
+from api_gateway.chat_events import Delta, Failed, Finished, StreamEvent
 
 # nginx must pass each event on at once (the gateway's location also has buffering off).
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -71,7 +71,7 @@ OVERHEAD_BUCKETS = (
 RATE_LIMITERS = ("user", "registration", "auth_failures")
 DECISIONS = ("allowed", "limited", "failed_open", "failed_closed")
 RESERVATION_OUTCOMES = ("granted", "refused", "failed", "charged", "released", "charged_in_full")
-REDIS_OPERATIONS = ("rate_limit", "key_versions", "settlement_outbox")
+REDIS_OPERATIONS = ("rate_limit", "key_versions", "settlement_outbox", "response_cache")
 CIRCUIT_STATES = ("closed", "open", "half_open")
 SETTLEMENT_PATHS = ("outbox", "direct", "kept", "recovered")
 GENAI_LABELS = ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_provider_name"]
@@ -91,6 +91,7 @@ class GatewayMetrics:
     key_cache: Counter
     redis_errors: Counter
     settlements: Counter
+    response_cache: Counter
     internal_calls: InternalCallMetrics
 
     @classmethod
@@ -177,6 +178,13 @@ class GatewayMetrics:
                 "kept (in process until usage-service is back), recovered (claimed from the "
                 "outbox after a failed or lost delivery).",
                 ["path"],
+                registry=registry,
+            ),
+            response_cache=counter(
+                "infergate_response_cache_lookups_total",
+                "Response cache lookups of cacheable chats: hit (answered without the model) or "
+                "miss (Cache-Control: no-cache included).",
+                ["result"],
                 registry=registry,
             ),
             internal_calls=InternalCallMetrics.create(registry),

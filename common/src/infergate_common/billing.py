@@ -30,6 +30,8 @@ TokenCount = Annotated[int, Strict(), Field(ge=0, le=10_000_000)]
 ReservedTokens = Annotated[int, Strict(), Field(ge=1, le=10_000_000)]
 Millis = Annotated[float, Strict(), Field(ge=0, le=86_400_000)]
 HoldSeconds = Annotated[int, Strict(), Field(ge=1, le=86_400)]
+# The model backend that answered (ai-service's name for it, from its configuration).
+Backend = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class RequestStatus(StrEnum):
@@ -43,6 +45,7 @@ class RequestStatus(StrEnum):
     CANCELLED = "CANCELLED"  # the client went away; charged for what was generated
     INTERRUPTED = "INTERRUPTED"  # output was sent, the outcome never learned: charged in full
     EXPIRED = "EXPIRED"  # never settled in time: released (a later settlement still charges)
+    CACHED = "CACHED"  # answered from the response cache, without calling the model
 
 
 def period_of(moment: datetime) -> str:
@@ -110,6 +113,7 @@ class Settlement(WireModel):
     model: Model
     response_time_ms: Millis
     started_at: AwareDatetime
+    backend: Backend | None = None
 
     @property
     def period(self) -> str:
@@ -121,7 +125,9 @@ class Settlement(WireModel):
 
 
 class AttemptLog(WireModel):
-    """A chat attempt that never reached a reservation (rate limited), for the request log."""
+    """A chat attempt that never reached a reservation, for the request log: rate limited, or
+    answered from the response cache free of charge (with the counts of the answer it
+    repeated)."""
 
     request_id: RequestId
     user_id: UserId
@@ -129,6 +135,8 @@ class AttemptLog(WireModel):
     model: Model
     response_time_ms: Millis
     started_at: AwareDatetime
+    prompt_tokens: TokenCount = 0
+    completion_tokens: TokenCount = 0
 
 
 class SettlementOutcome(StrEnum):

@@ -73,7 +73,7 @@ def to_record(document: Document) -> UsageRecord:
 
 def log_fields(entry: RequestLogEntry) -> Document:
     """A request-log entry's fields (its `_id` is the attempt's: the reservation id)."""
-    return {
+    fields: Document = {
         "requestId": entry.request_id,
         "userId": entry.user_id,
         "period": entry.period,
@@ -85,6 +85,9 @@ def log_fields(entry: RequestLogEntry) -> Document:
         "status": entry.status.value,
         "createdAt": entry.created_at,
     }
+    if entry.backend is not None:
+        fields["backend"] = entry.backend
+    return fields
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -172,6 +172,8 @@ class Metering:
             period=current_period(body.started_at),
             model=body.model,
             status=body.status,
+            prompt_tokens=body.prompt_tokens,
+            completion_tokens=body.completion_tokens,
             response_time_ms=body.response_time_ms,
             created_at=body.started_at,
         )
@@ -264,4 +266,5 @@ def _log_entry(settlement: Settlement) -> tuple[str, RequestLogEntry]:
         response_time_ms=settlement.response_time_ms,
         status=settlement.status,
         created_at=settlement.started_at,
+        backend=settlement.backend,
     )

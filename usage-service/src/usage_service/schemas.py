@@ -71,3 +71,4 @@ class RequestLogEntry(BaseModel):
     response_time_ms: float = 0.0
     status: RequestStatus
     created_at: datetime
+    backend: str | None = None

@@ -25,7 +25,7 @@ REDIS_ADMIN_USER = "admin"
 # The gateway's commands (its own and those its Lua scripts run) and key patterns, nothing else.
 _GATEWAY_COMMANDS = (
     "+ping +get +set +mget +exists +eval +evalsha +script|load +multi +exec "
-    "+zadd +zrem +zcard +zrange +zrangebyscore +zremrangebyscore +pexpire +time "
+    "+zadd +zrem +zcard +zrange +zrangebyscore +zremrangebyscore +zpopmin +del +pexpire +time "
     "+hset +hget +hdel +hlen"
 )
 _GATEWAY_KEYS = "~infergate:* ~rate_limit:* ~keyver:* ~keydoubt:*"
