@@ -20,7 +20,7 @@ DEVSTACK := $(UV_RUN) python -m infergate_devstack
 # Only the directories that hold code yet (members appear as they are written).
 has_code = $(foreach dir,$(1),$(if $(wildcard $(dir)/*.py $(dir)/*/*.py),$(dir)))
 SOURCE_DIRS := $(call has_code,common/src api-gateway/src auth-service/src usage-service/src \
-	ai-service/src devstack/src local-llm/src)
+	ai-service/src devstack/src local-llm/src bench)
 TEST_DIRS := $(call has_code,common/tests api-gateway/tests auth-service/tests \
 	usage-service/tests ai-service/tests devstack/tests local-llm/tests tests)
 
@@ -63,8 +63,9 @@ test: install lint typecheck
 	$(DEVSTACK) install --llm --browser
 	$(UV_RUN) pytest $(TEST_DIRS) --durations=25
 
-# About 7 minutes. Options through BENCH_ARGS, e.g. BENCH_ARGS="--users 20000 --label users-20000",
-# or BENCH_ARGS="soak --minutes 5" (see `uv run python -m bench --help`).
+# About 13 minutes (InferGate, then LiteLLM's proxy as the peer). Options through BENCH_ARGS,
+# e.g. BENCH_ARGS="--users 20000 --label users-20000", or BENCH_ARGS="soak --minutes 5"
+# (see `uv run python -m bench --help`).
 bench: install
 	@command -v wrk >/dev/null || { sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq wrk; }

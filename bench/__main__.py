@@ -1,4 +1,5 @@
-"""`python -m bench [--users N] [--duration S] [--warmup S] [--concurrency 1,8,32,64] ...`
+"""`python -m bench [--users N] [--duration S] [--warmup S] [--concurrency 1,8,32,64] [--scenarios
+direct,healthz,chat,openai,litellm,litellm-2] ...`
 `python -m bench soak [--minutes 5] [--concurrency 32] ...`
 `python -m bench edge [--users 200]`: a normal client's chats with and without abusive hosts
 `python -m bench telemetry [--rounds 2]`: metrics and tracing against both off, in one run"""
@@ -13,8 +14,9 @@ from infergate_devstack.cli import parse_replicas
 
 from bench.edge import edge_table, run_edge
 from bench.plot import plot
+from bench.points import Options
 from bench.report import RESULTS_DIR, table, targets_text, write_results
-from bench.run import SCENARIOS, Options, run_benchmark
+from bench.run import SCENARIOS, run_benchmark
 from bench.soak import run_soak, soak_table
 from bench.stack import progress
 from bench.telemetry import run_telemetry, telemetry_table

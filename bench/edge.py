@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.facts import code_version, machine
-from bench.run import Options, prepared_stack
+from bench.points import Options
+from bench.run import prepared_stack
 from bench.stack import progress
 from bench.wrk import Target, run_wrk
 

@@ -1,7 +1,8 @@
 -- wrk script of InferGate's benchmark (bench/wrk.py runs it).
--- Arguments after `--`: METHOD BODY_FILE KEYS_FILE THREADS ("-" for no body / no keys).
+-- Arguments after `--`: METHOD BODY_FILE KEYS_FILE THREADS KEY_HEADER ("-" for no body / no keys).
 -- Each request carries the next API key of the file (the threads start evenly spread over it,
--- so N requests in all use about every one of N keys once);
+-- so N requests in all use about every one of N keys once) in KEY_HEADER (x-api-key unless
+-- given; "authorization" sends it as OpenAI SDKs do, "Bearer <key>");
 -- the requests are built once in init(), so wrk only copies bytes in the loop.
 -- done() prints one line "BENCH_RESULT {json}" with the latency percentiles (microseconds),
 -- the totals, wrk's socket errors and the count of every HTTP status.
@@ -23,6 +24,7 @@ end
 function init(args)
   local method, body_path, keys_path = args[1], args[2], args[3]
   local thread_count = tonumber(args[4] or "1")
+  local key_header = args[5] or "x-api-key"
   local body = nil
   local headers = {}
   if body_path ~= "-" then
@@ -33,7 +35,11 @@ function init(args)
   if keys_path ~= "-" then
     for key in io.lines(keys_path) do
       if key ~= "" then
-        headers["x-api-key"] = key
+        if key_header == "authorization" then
+          headers["authorization"] = "Bearer " .. key
+        else
+          headers[key_header] = key
+        end
         prepared[#prepared + 1] = wrk.format(method, nil, headers, body)
       end
     end

@@ -7,6 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.figures import PROXY_SCENARIOS
+from bench.litellm_proxy import PEER_WORKERS
+
 RESULTS_DIR = Path(__file__).with_name("results")
 
 
@@ -41,31 +44,72 @@ def table(results: dict[str, Any]) -> str:
             f" {run['p95_ms']:>8.2f} {run['p99_ms']:>8.2f} {run['errors']:>7}"
         )
     if results["added_latency_ms"]:
-        lines += ["", "added latency (chat through nginx minus the LLM directly), ms:"]
+        lines += ["", "added latency (through the proxy minus the LLM directly), ms:"]
         for added in results["added_latency_ms"]:
             lines.append(
-                f"  c={added['concurrency']:<3} p50 {added['p50_ms']:7.2f}"
-                f"  p95 {added['p95_ms']:7.2f}  p99 {added['p99_ms']:7.2f}"
+                f"  {added.get('scenario', 'chat'):9} c={added['concurrency']:<3}"
+                f" p50 {added['p50_ms']:7.2f}  p95 {added['p95_ms']:7.2f}"
+                f"  p99 {added['p99_ms']:7.2f}"
             )
-    chats = [run for run in results["runs"] if run["scenario"] == "chat"]
-    lines += ["", "%CPU per process during chat runs (100 = one core; outside = other jobs):"]
-    for run in chats:
+    proxied = [run for run in results["runs"] if run["scenario"] in PROXY_SCENARIOS]
+    lines += ["", "%CPU per process during proxied runs (100 = one core; outside = other jobs):"]
+    for run in proxied:
         cpu = "  ".join(f"{name} {pct:.0f}" for name, pct in run["cpu_percent"].items())
-        lines.append(f"  c={run['concurrency']:<3} {cpu}")
-    lines += ["", "CPU ms per chat request, per process (2 cores = 2,000 ms per second):"]
-    for run in chats:
+        lines.append(f"  {run['scenario']:9} c={run['concurrency']:<3} {cpu}")
+    lines += ["", "CPU ms per request, per process (2 cores = 2,000 ms per second):"]
+    for run in proxied:
         costs = run["cpu_ms_per_request"]
         cost = "  ".join(f"{name} {ms:.2f}" for name, ms in costs.items() if ms >= 0.005)
-        lines.append(f"  c={run['concurrency']:<3} total {sum(costs.values()):.1f}: {cost}")
+        lines.append(
+            f"  {run['scenario']:9} c={run['concurrency']:<3} total {sum(costs.values()):.1f}:"
+            f" {cost}"
+        )
+    lines += ratios_lines(results.get("ratios") or {})
     peaks = "  ".join(f"{name} {mb:.0f}" for name, mb in results["peak_rss_mb"].items())
     lines += ["", f"peak RSS, MB: {peaks}"]
     return "\n".join(lines)
 
 
+def ratios_lines(ratios: dict[str, Any]) -> list[str]:
+    """InferGate against LiteLLM's proxy: each ratio is InferGate's figure over the peer's."""
+    if not ratios:
+        return []
+    ours = ratios["infergate_scenario"]
+    lines = [
+        "",
+        f"InferGate ({ours}) against LiteLLM's proxy, same run (ratio = InferGate / LiteLLM):",
+    ]
+    for percentile, row in ratios["added_latency_c1_ms"].items():
+        lines.append(
+            f"  added latency c=1 {percentile}: InferGate {row['infergate']:.2f} ms,"
+            f" LiteLLM 1 worker {row['litellm']:.2f} ms, ratio {_figure(row['ratio'])}"
+        )
+    for row in ratios["throughput_rps"]:
+        peers = [key for key in row if key in PEER_WORKERS]
+        theirs = ", ".join(
+            f"{peer} {row[peer]:.1f} (ratio {_figure(row[f'ratio_{peer}'])})" for peer in peers
+        )
+        lines.append(
+            f"  throughput c={row['concurrency']}: InferGate {row['infergate']:.1f} req/s, {theirs}"
+        )
+    for row in ratios["cpu_ms_per_request"]:
+        sides = ", ".join(f"{side} {ms:.2f}" for side, ms in row.items() if side != "concurrency")
+        lines.append(f"  CPU ms per request c={row['concurrency']}: {sides}")
+    return lines
+
+
+def _figure(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}"
+
+
 def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     """(target, met or None when not measured in this run, the figure)."""
     checks: list[tuple[str, bool | None, str]] = []
-    added = {a["concurrency"]: a for a in results["added_latency_ms"]}
+    added = {
+        a["concurrency"]: a
+        for a in results["added_latency_ms"]
+        if a.get("scenario", "chat") == "chat"
+    }
     if 1 in added:
         a = added[1]
         ok = a["p50_ms"] <= 3 and a["p99_ms"] <= 10

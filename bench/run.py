@@ -1,57 +1,40 @@
-"""The side-by-side benchmark: the test LLM directly, /healthz and /v1/chat through nginx, at each
+"""The side-by-side benchmark: the test LLM directly, /healthz, /v1/chat and /v1/chat/completions
+through nginx, and LiteLLM's proxy (1 and 2 workers) in front of the same LLM, at each
 concurrency, with every process's %CPU during each run and its peak memory over the whole run."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
 from bench.facts import code_version, machine, machine_busy_percent
-from bench.procs import CpuMeter, RssSampler
+from bench.figures import added_latency, ratios
+from bench.litellm_proxy import PEER_WORKERS
+from bench.litellm_venv import ensure_litellm_venv
+from bench.peer import measure_peer, peer_record
+from bench.points import Options, Prepared, measure
+from bench.procs import RssSampler
 from bench.stack import (
     BenchStack,
     check_chat,
+    check_openai_chat,
     progress,
     register_users,
     running_stack,
     write_inputs,
 )
-from bench.wrk import Target, WrkResult, run_wrk
+from bench.wrk import Target, run_wrk
 
-SCENARIOS = ("direct", "healthz", "chat")
+SCENARIOS = ("direct", "healthz", "chat", "openai", *PEER_WORKERS)
+# Measured first, right after priming and one after the other, so the users stay active.
+ACTIVE_USER_SCENARIOS = ("chat", "openai")
 BUSY_WARNING_PERCENT = 20.0
-
-
-@dataclass(frozen=True)
-class Options:
-    users: int
-    duration_s: float
-    warmup_s: float
-    concurrency: Sequence[int]
-    scenarios: Sequence[str]
-    log_level: str
-    data_dir: Path | None
-    gateway_replicas: int = 1
-    # Processes of the other services (and the gateway's, over gateway_replicas): --replicas.
-    replicas: Mapping[str, int] = field(default_factory=dict)
-    extra_env: Mapping[str, str] = field(default_factory=dict)  # for every service
-
-
-@dataclass
-class Prepared:
-    """A running stack with its users registered, ready for load."""
-
-    bench: BenchStack
-    targets: dict[str, Target]
-    sampler: RssSampler
-    registration: dict[str, Any]
 
 
 def targets(bench: BenchStack, files: dict[str, Path]) -> dict[str, Target]:
@@ -60,6 +43,14 @@ def targets(bench: BenchStack, files: dict[str, Path]) -> dict[str, Target]:
         "direct": Target("direct", f"{bench.llm.url}/api/chat", "POST", files["llm"], None),
         "healthz": Target("healthz", f"{public}/healthz", "GET", None, None),
         "chat": Target("chat", f"{public}/v1/chat", "POST", files["chat"], files["keys"]),
+        "openai": Target(
+            "openai",
+            f"{public}/v1/chat/completions",
+            "POST",
+            files["openai"],
+            files["keys"],
+            key_header="authorization",
+        ),
     }
 
 
@@ -98,6 +89,7 @@ def prepared_stack(options: Options, *, keep_series: bool = False) -> Iterator[P
                 for failure in done.failures:
                     progress(f"registration retried after: {failure}")
                 check_chat(bench.stack.public_url, done.keys[0])
+                check_openai_chat(bench.stack.public_url, done.keys[0])
                 files = write_inputs(data_dir / "inputs", done.keys)
                 all_targets = targets(bench, files)
                 if "chat" in options.scenarios:
@@ -108,7 +100,7 @@ def prepared_stack(options: Options, *, keep_series: bool = False) -> Iterator[P
                     "per_s": round(len(done.keys) / done.seconds, 1),
                     "retried_failures": done.failures,
                 }
-                yield Prepared(bench, all_targets, sampler, registration)
+                yield Prepared(bench, all_targets, sampler, registration, files, data_dir)
 
 
 PRIMING_CONCURRENCY = 32
@@ -132,75 +124,37 @@ def prime(bench: BenchStack, chat: Target, *, users: int) -> None:
     progress(f"primed: {sent} chats for {users} users in {time.monotonic() - started:.0f} s")
 
 
-def cpu_report(cpu: dict[str, float], result: WrkResult) -> dict[str, float]:
-    """The meter's figures plus wrk's, and `outside`: whatever else ran on the machine besides
-    the stack and wrk (other jobs on the same cores skew the figures; this shows by how much)."""
-    cpu = {**cpu, "wrk": round(result.wrk_cpu_s / result.duration_s * 100, 1)}
-    own = sum(pct for name, pct in cpu.items() if name != "machine")
-    cpu["outside"] = round(max(0.0, cpu["machine"] - own), 1)
-    return cpu
-
-
-def measure(prepared: Prepared, target: Target, *, concurrency: int, options: Options) -> Any:
-    """Warm up, then one measured wrk run with the CPU of every process around it."""
-    if options.warmup_s > 0:
-        run_wrk(target, concurrency=concurrency, seconds=options.warmup_s)
-    meter = CpuMeter(prepared.sampler.pids)
-    meter.start()
-    result = run_wrk(target, concurrency=concurrency, seconds=options.duration_s)
-    cpu = cpu_report(meter.stop(), result)
-    progress(
-        f"{target.name:8} c={concurrency:<3} {result.rps:8.1f} req/s  p50 {result.p50_ms:7.2f}"
-        f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}  (outside load"
-        f" {cpu['outside']:.0f} %CPU)"
-    )
-    run = {"scenario": target.name, "concurrency": concurrency, **result.as_dict()}
-    run["cpu_percent"] = cpu
-    run["cpu_ms_per_request"] = cpu_ms_per_request(run)
-    return run
-
-
-def added_latency(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chat through nginx minus the LLM called directly, per concurrency and percentile."""
-    by_key = {(run["scenario"], run["concurrency"]): run for run in runs}
-    added = []
-    for (scenario, concurrency), chat in sorted(by_key.items(), key=lambda item: item[0][1]):
-        direct = by_key.get(("direct", concurrency))
-        if scenario != "chat" or direct is None:
+def measure_all(
+    prepared: Prepared, order: list[str], *, peer_python: Path | None, options: Options
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Every scenario at every concurrency, in `order`; a peer's proxy is started for its
+    points only. Returns the points and the peers' peak memory."""
+    runs: list[dict[str, Any]] = []
+    peer_peaks: dict[str, float] = {}
+    for name in order:
+        if name in PEER_WORKERS and peer_python is not None:
+            peer = measure_peer(prepared, name, python=peer_python, options=options)
+            runs += peer.runs
+            peer_peaks.update(peer.peak_rss_mb)
             continue
-        entry: dict[str, Any] = {"concurrency": concurrency}
-        for percentile in ("p50", "p95", "p99"):
-            key = f"{percentile}_ms"
-            entry[key] = round(chat[key] - direct[key], 3)
-        added.append(entry)
-    return added
-
-
-def cpu_ms_per_request(run: dict[str, Any]) -> dict[str, float]:
-    """CPU milliseconds each process spent per request: the budget that bounds throughput
-    (2 cores = 2,000 CPU ms per second to share between every process)."""
-    if not run["rps"]:
-        return {}
-    return {
-        name: round(pct * 10 / run["rps"], 3)
-        for name, pct in run["cpu_percent"].items()
-        if name not in ("machine", "outside")
-    }
+        for concurrency in options.concurrency:
+            target = prepared.targets[name]
+            runs.append(measure(prepared, target, concurrency=concurrency, options=options))
+    runs.sort(key=lambda run: (run["concurrency"], SCENARIOS.index(run["scenario"])))
+    return runs, peer_peaks
 
 
 def run_benchmark(options: Options) -> dict[str, Any]:
     started = datetime.now(UTC)
-    runs: list[dict[str, Any]] = []
     # The chat points first, right after priming and one after the other, so the users stay
     # active (a key unused for KEY_CACHE_SECONDS is verified again); reported in the usual order.
-    order = sorted(options.scenarios, key=lambda name: name != "chat")
+    order = sorted(options.scenarios, key=lambda name: name not in ACTIVE_USER_SCENARIOS)
+    peers = [name for name in order if name in PEER_WORKERS]
+    # Built (first run only) before the stack starts, so no stack idles while uv installs.
+    peer_python = ensure_litellm_venv(progress=progress) if peers else None
     with prepared_stack(options) as prepared:
-        for name in order:
-            for concurrency in options.concurrency:
-                target = prepared.targets[name]
-                runs.append(measure(prepared, target, concurrency=concurrency, options=options))
-        runs.sort(key=lambda run: (run["concurrency"], SCENARIOS.index(run["scenario"])))
-        peak = prepared.sampler.peak_mb()
+        runs, peer_peaks = measure_all(prepared, order, peer_python=peer_python, options=options)
+        peak = {**prepared.sampler.peak_mb(), **peer_peaks}
         registration = prepared.registration
     return {
         "kind": "benchmark",
@@ -219,7 +173,9 @@ def run_benchmark(options: Options) -> dict[str, Any]:
             "replicas": dict(options.replicas),
         },
         "registration": registration,
+        "peer": peer_record(peers),
         "runs": runs,
         "added_latency_ms": added_latency(runs),
+        "ratios": ratios(runs),
         "peak_rss_mb": peak,
     }

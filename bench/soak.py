@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.facts import code_version, machine
+from bench.points import Options, cpu_report
 from bench.procs import CpuMeter, RssSample
-from bench.run import Options, cpu_report, prepared_stack
+from bench.run import prepared_stack
 from bench.stack import progress
 from bench.wrk import run_wrk
 

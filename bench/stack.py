@@ -20,6 +20,8 @@ from infergate_devstack.stack import Stack, StackConfig
 from tests.fake_ollama_fixtures import FakeOllamaProcess
 
 CHAT_PROMPT = "Say hello in one short sentence."
+MODEL = "llama3"
+MAX_TOKENS = 512  # the same limit as the direct body's num_predict
 REGISTER_CONCURRENCY = 32
 REGISTER_ATTEMPTS = 3
 
@@ -124,21 +126,56 @@ def check_chat(public_url: str, key: str) -> None:
         raise RuntimeError(f"chat check failed: {response.status_code} {response.text}")
 
 
+def openai_body() -> dict[str, object]:
+    """The OpenAI chat completion both InferGate and LiteLLM answer, byte for byte the same."""
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": CHAT_PROMPT}],
+        "max_tokens": MAX_TOKENS,
+    }
+
+
+def check_openai_chat(base_url: str, key: str) -> None:
+    """One `POST /v1/chat/completions` answered 200 with the test LLM's reply (it echoes the
+    prompt), so a proxy that does not reach the LLM fails before the load, not as figures."""
+    response = httpx.post(
+        f"{base_url}/v1/chat/completions",
+        json=openai_body(),
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30.0,
+    )
+    content = ""
+    if response.status_code == 200:
+        content = response.json()["choices"][0]["message"]["content"] or ""
+    if not content.startswith("echo: "):
+        raise RuntimeError(f"chat completion check failed: {response.status_code} {response.text}")
+
+
+def llm_chat_calls(llm_url: str) -> int:
+    """How many `/api/chat` calls the test LLM has answered (its `/_control/stats`)."""
+    response = httpx.get(f"{llm_url}/_control/stats", timeout=10.0)
+    response.raise_for_status()
+    calls: int = response.json()["chat_calls"]
+    return calls
+
+
 def write_inputs(directory: Path, keys: list[str]) -> dict[str, Path]:
     """The files load.lua reads: the keys, one per line, and the request bodies."""
     directory.mkdir(parents=True, exist_ok=True)
     files = {
         "keys": directory / "keys.txt",
         "chat": directory / "chat.json",
+        "openai": directory / "openai-chat.json",
         "llm": directory / "llm-chat.json",
     }
     files["keys"].write_text("\n".join(keys) + "\n")
     files["chat"].write_text(json.dumps({"prompt": CHAT_PROMPT}))
+    files["openai"].write_text(json.dumps(openai_body()))
     llm_body = {
-        "model": "llama3",
+        "model": MODEL,
         "messages": [{"role": "user", "content": CHAT_PROMPT}],
         "stream": False,
-        "options": {"num_predict": 512},
+        "options": {"num_predict": MAX_TOKENS},
     }
     files["llm"].write_text(json.dumps(llm_body))
     return files

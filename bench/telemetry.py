@@ -23,7 +23,8 @@ import urllib.request
 from typing import Any, Self
 
 from bench.facts import code_version, machine
-from bench.run import Options, Prepared, measure, prepared_stack
+from bench.points import Options, Prepared, measure
+from bench.run import prepared_stack
 from bench.stack import progress
 from tests.otlp_receiver import OtlpReceiver
 

@@ -22,13 +22,15 @@ class WrkError(RuntimeError):
 
 @dataclass(frozen=True)
 class Target:
-    """One kind of request: where to send it, how, and with which keys (None: no key)."""
+    """One kind of request: where to send it, how, and with which keys (None: no key) in which
+    header ("authorization" sends each as "Bearer <key>")."""
 
     name: str
     url: str
     method: str
     body_file: Path | None
     keys_file: Path | None
+    key_header: str = "x-api-key"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ def wrk_argv(target: Target, *, concurrency: int, seconds: float) -> list[str]:
         str(target.body_file) if target.body_file else "-",
         str(target.keys_file) if target.keys_file else "-",
         str(threads),
+        target.key_header,
     ]
 
 

@@ -51,7 +51,7 @@ class LlmVenvError(RuntimeError):
 
 
 @dataclass
-class _Ticker:
+class Ticker:
     """Reports elapsed time every _PROGRESS_EVERY_S while a long wait goes on."""
 
     message: str
@@ -98,10 +98,10 @@ def ensure_llm_venv(root: Path, *, progress: Progress, cache_dir: Path | None = 
     if python.exists():
         return python
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target.with_name(target.name + ".lock"), progress=progress):
+    with exclusive_lock(target.with_name(target.name + ".lock"), progress=progress):
         # Another process may have finished the same venv while we waited for the lock.
         if not python.exists():
-            _remove_stale_builds(target)
+            remove_stale_builds(target)
             _build(root, target=target, progress=progress)
     return python
 
@@ -120,9 +120,9 @@ def server_command(python: Path, *, host: str, port: int) -> list[str]:
 
 
 @contextmanager
-def _exclusive_lock(path: Path, *, progress: Progress) -> Iterator[None]:
+def exclusive_lock(path: Path, *, progress: Progress) -> Iterator[None]:
     # Two processes building the same venv at once would double a 4-minute compile on 2 cores.
-    ticker = _Ticker("waiting for another process building the local LLM runtime", progress)
+    ticker = Ticker("waiting for another process building the local LLM runtime", progress)
     with path.open("a") as handle:
         while True:
             try:
@@ -137,7 +137,7 @@ def _exclusive_lock(path: Path, *, progress: Progress) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _remove_stale_builds(target: Path) -> None:
+def remove_stale_builds(target: Path) -> None:
     # Only called under the lock, so any temporary directory left is from a killed build.
     for stale in target.parent.glob(f"{target.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -159,18 +159,18 @@ def _build(root: Path, *, target: Path, progress: Progress) -> None:
         [str(python), "-c", _SELF_CHECK],
     ]
     steps[0].append(str(staging))
-    ticker = _Ticker(_BUILD_NOTICE, progress)
+    ticker = Ticker(_BUILD_NOTICE, progress)
     try:
         with log_path.open("w") as log:
             for argv in steps:
-                _run(argv, log=log, log_path=log_path, ticker=ticker)
+                run_logged(argv, log=log, log_path=log_path, ticker=ticker)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # a no-op once renamed
     progress(f"local LLM venv ready in {ticker.elapsed():.0f} s")
 
 
-def _run(argv: list[str], *, log: IO[str], log_path: Path, ticker: _Ticker) -> None:
+def run_logged(argv: list[str], *, log: IO[str], log_path: Path, ticker: Ticker) -> None:
     log.write(f"$ {' '.join(argv)}\n")
     log.flush()
     env = {**os.environ, **_BUILD_ENV}

@@ -1,0 +1,89 @@
+"""One measured point: wrk at one concurrency after a warm-up, with every process's CPU around
+it and the test LLM's calls counted (each answered request of a scenario through a proxy must
+have reached the LLM: a proxy answering from elsewhere would not be measuring the same thing)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.figures import PROXY_SCENARIOS, cpu_ms_per_request
+from bench.procs import CpuMeter, RssSampler
+from bench.stack import BenchStack, llm_chat_calls, progress
+from bench.wrk import Target, WrkResult, run_wrk
+
+LLM_SCENARIOS = ("direct", *PROXY_SCENARIOS)
+
+
+@dataclass(frozen=True)
+class Options:
+    users: int
+    duration_s: float
+    warmup_s: float
+    concurrency: Sequence[int]
+    scenarios: Sequence[str]
+    log_level: str
+    data_dir: Path | None
+    gateway_replicas: int = 1
+    # Processes of the other services (and the gateway's, over gateway_replicas): --replicas.
+    replicas: Mapping[str, int] = field(default_factory=dict)
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # for every service
+
+
+@dataclass
+class Prepared:
+    """A running stack with its users registered, ready for load."""
+
+    bench: BenchStack
+    targets: dict[str, Target]
+    sampler: RssSampler
+    registration: dict[str, Any]
+    files: dict[str, Path]
+    data_dir: Path
+
+
+def cpu_report(cpu: dict[str, float], result: WrkResult) -> dict[str, float]:
+    """The meter's figures plus wrk's, and `outside`: whatever else ran on the machine besides
+    the stack and wrk (other jobs on the same cores skew the figures; this shows by how much)."""
+    cpu = {**cpu, "wrk": round(result.wrk_cpu_s / result.duration_s * 100, 1)}
+    own = sum(pct for name, pct in cpu.items() if name != "machine")
+    cpu["outside"] = round(max(0.0, cpu["machine"] - own), 1)
+    return cpu
+
+
+def measure(
+    prepared: Prepared,
+    target: Target,
+    *,
+    concurrency: int,
+    options: Options,
+    extra_pids: Mapping[str, int] | None = None,
+) -> Any:
+    """Warm up, then one measured wrk run with the CPU of every process around it (the stack's
+    and `extra_pids`, a peer's) and the test LLM's calls counted."""
+    if options.warmup_s > 0:
+        run_wrk(target, concurrency=concurrency, seconds=options.warmup_s)
+    llm_url = prepared.bench.llm.url
+    calls_before = llm_chat_calls(llm_url)
+    meter = CpuMeter({**prepared.sampler.pids, **(extra_pids or {})})
+    meter.start()
+    result = run_wrk(target, concurrency=concurrency, seconds=options.duration_s)
+    cpu = cpu_report(meter.stop(), result)
+    llm_calls = llm_chat_calls(llm_url) - calls_before
+    answered = sum(n for status, n in result.statuses.items() if status.startswith("2"))
+    if target.name in LLM_SCENARIOS and llm_calls < answered:
+        raise RuntimeError(
+            f"{target.name} c={concurrency}: {answered} answered, the LLM saw {llm_calls} calls"
+        )
+    progress(
+        f"{target.name:8} c={concurrency:<3} {result.rps:8.1f} req/s  p50 {result.p50_ms:7.2f}"
+        f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}  (outside load"
+        f" {cpu['outside']:.0f} %CPU)"
+    )
+    run = {"scenario": target.name, "concurrency": concurrency, **result.as_dict()}
+    run["llm_calls"] = llm_calls
+    run["cpu_percent"] = cpu
+    run["cpu_ms_per_request"] = cpu_ms_per_request(run)
+    return run
