@@ -104,8 +104,6 @@ class ResponseCache:
         self._errors = errors
         self.hit_charge = settings.cache_hit_charge
         self._writes: set[asyncio.Task[None]] = set()
-        for result in CacheResult:
-            lookups.labels(result.value)
 
     @property
     def enabled(self) -> bool:

@@ -202,6 +202,7 @@ class GatewayMetrics:
             self.quota_tokens.labels(kind)
         for result in ("hit", "miss"):
             self.key_cache.labels(result)
+            self.response_cache.labels(result)
         for operation in REDIS_OPERATIONS:
             self.redis_errors.labels(operation)
         for path in SETTLEMENT_PATHS:
