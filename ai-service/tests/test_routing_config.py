@@ -51,6 +51,15 @@ def test_ollama_urls_win_over_ollama_url() -> None:
     ]
 
 
+def test_empty_variables_as_compose_passes_them_mean_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ROUTES_FILE", "")
+    monkeypatch.setenv("OLLAMA_URLS", "")
+    routing = settings(ollama_url="http://gpu:11434").routing
+    assert [b.url for b in routing.backends] == ["http://gpu:11434"]
+
+
 def test_the_routes_file_wins_and_reads_as_documented(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOSTED_LLM_API_KEY", "sk-hosted-0123")
     routing = settings(routes_file=EXAMPLE, ollama_urls="http://a:1", ollama_timeout=90).routing

@@ -40,6 +40,12 @@ class Settings(ServiceSettings):
             raise ValueError("an http(s)://host[:port] URL is required")
         return value
 
+    @field_validator("routes_file", mode="before")
+    @classmethod
+    def _empty_routes_file_is_none(cls, value: object) -> object:
+        """ROUTES_FILE= (empty, as compose passes an unset variable) means no file."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("routes_file")
     @classmethod
     def _routes_file_is_valid(cls, value: Path | None, info: ValidationInfo) -> Path | None:
