@@ -8,8 +8,8 @@ tests can replace the other services at the HTTP edge with `httpx.MockTransport`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,6 +67,32 @@ class Wire(Protocol):
     async def close(self) -> None: ...
 
 
+@contextmanager
+def _aiohttp_errors() -> Iterator[None]:
+    """aiohttp's failures as the wire's: timeout, refused (never sent), unavailable."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise WireTimeoutError from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise WireRefusedError from exc
+    except aiohttp.ClientError as exc:
+        raise WireUnavailableError from exc
+
+
+@contextmanager
+def _httpx_errors() -> Iterator[None]:
+    """httpx's failures as the wire's (the same three)."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise WireTimeoutError from exc
+    except httpx.ConnectError as exc:
+        raise WireRefusedError from exc
+    except httpx.TransportError as exc:
+        raise WireUnavailableError from exc
+
+
 def _request_headers() -> dict[str, str]:
     request_id = current_request_id()
     headers = {REQUEST_ID_HEADER: request_id} if request_id is not None else {}
@@ -101,7 +127,7 @@ class AiohttpWire:
         affinity: str | None = None,
     ) -> RawResponse:
         timeout = self._timeout if seconds is None else aiohttp.ClientTimeout(total=seconds)
-        try:
+        with _aiohttp_errors():
             async with self._session.request(
                 method,
                 path,
@@ -111,26 +137,14 @@ class AiohttpWire:
                 timeout=timeout,
             ) as response:
                 return RawResponse(response.status, await response.read())
-        except TimeoutError as exc:
-            raise WireTimeoutError from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise WireRefusedError from exc
-        except aiohttp.ClientError as exc:
-            raise WireUnavailableError from exc
 
     @asynccontextmanager
     async def stream(
         self, path: str, *, json: Any, affinity: str | None = None
     ) -> AsyncIterator[RawStream]:
-        try:
+        with _aiohttp_errors():
             async with self._session.post(path, json=json, headers=_request_headers()) as response:
                 yield RawStream(response.status, response.content.iter_any())
-        except TimeoutError as exc:
-            raise WireTimeoutError from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise WireRefusedError from exc
-        except aiohttp.ClientError as exc:
-            raise WireUnavailableError from exc
 
     def route(self, affinity: str) -> int:
         return 0
@@ -164,7 +178,7 @@ class HttpxWire:
         seconds: float | None,
         affinity: str | None = None,
     ) -> RawResponse:
-        try:
+        with _httpx_errors():
             response = await self._client.request(
                 method,
                 path,
@@ -173,29 +187,17 @@ class HttpxWire:
                 headers=_request_headers(),
                 timeout=httpx.USE_CLIENT_DEFAULT if seconds is None else seconds,
             )
-        except httpx.TimeoutException as exc:
-            raise WireTimeoutError from exc
-        except httpx.ConnectError as exc:
-            raise WireRefusedError from exc
-        except httpx.TransportError as exc:
-            raise WireUnavailableError from exc
         return RawResponse(response.status_code, response.content)
 
     @asynccontextmanager
     async def stream(
         self, path: str, *, json: Any, affinity: str | None = None
     ) -> AsyncIterator[RawStream]:
-        try:
+        with _httpx_errors():
             async with self._client.stream(
                 "POST", path, json=json, headers=_request_headers()
             ) as response:
                 yield RawStream(response.status_code, response.aiter_bytes())
-        except httpx.TimeoutException as exc:
-            raise WireTimeoutError from exc
-        except httpx.ConnectError as exc:
-            raise WireRefusedError from exc
-        except httpx.TransportError as exc:
-            raise WireUnavailableError from exc
 
     def route(self, affinity: str) -> int:
         return 0
