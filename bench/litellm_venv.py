@@ -23,10 +23,10 @@ from infergate_devstack.llm_venv import (
     LlmVenvError,
     Progress,
     Ticker,
+    build_in_staging,
     default_cache_dir,
     exclusive_lock,
     remove_stale_builds,
-    run_logged,
 )
 
 LITELLM_VERSION = "1.108.7"
@@ -78,11 +78,5 @@ def _build(target: Path, *, progress: Progress) -> None:
     steps[0].append(str(staging))
     steps[1].append(REQUIREMENT)
     ticker = Ticker(f"installing {REQUIREMENT} (first run only)", progress)
-    try:
-        with log_path.open("w") as log:
-            for argv in steps:
-                run_logged(argv, log=log, log_path=log_path, ticker=ticker)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # a no-op once renamed
+    build_in_staging(steps, staging=staging, target=target, log_path=log_path, ticker=ticker)
     progress(f"LiteLLM's venv ready in {ticker.elapsed():.0f} s")

@@ -4,7 +4,6 @@ several backends (ai-service over three real Ollama-protocol servers)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,6 @@ from backend_fleet import (
     stream_events,
     wait_until,
 )
-
-
-@pytest.fixture(scope="module")
-async def servers() -> AsyncIterator[Fleet]:
-    async with Fleet.running() as fleet:
-        yield fleet
-
-
-@pytest.fixture
-async def fleet(servers: Fleet) -> Fleet:
-    await servers.ready_for_test()
-    return servers
 
 
 def everywhere(fleet: Fleet, tmp_path: Path) -> Path:

@@ -3,11 +3,9 @@ over three real Ollama-protocol servers)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 from backend_fleet import (
     Fleet,
     concurrently,
@@ -19,18 +17,6 @@ from backend_fleet import (
     stream_events,
     wait_until,
 )
-
-
-@pytest.fixture(scope="module")
-async def servers() -> AsyncIterator[Fleet]:
-    async with Fleet.running() as fleet:
-        yield fleet
-
-
-@pytest.fixture
-async def fleet(servers: Fleet) -> Fleet:
-    await servers.ready_for_test()
-    return servers
 
 
 def one_group(fleet: Fleet, tmp_path: Path, *weights: float) -> Path:

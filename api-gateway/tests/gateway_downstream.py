@@ -19,6 +19,16 @@ USER_ID = "a" * 24
 VALID_KEY = "sk_" + "V" * 43  # the exact form of a key: anything else is refused unasked
 OTHER_KEY = "sk_" + "O" * 43  # well formed, unknown to auth-service
 
+# ai-service's last NDJSON event of a streamed answer (after the deltas).
+DONE = {
+    "type": "done",
+    "tokens": 9,
+    "promptTokens": 6,
+    "completionTokens": 3,
+    "model": "llama3",
+    "doneReason": "stop",
+}
+
 Reply = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
 

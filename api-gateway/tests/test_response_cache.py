@@ -13,19 +13,11 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as redis
-from gateway_downstream import OTHER_KEY, USER_ID, VALID_KEY, Downstream, reply
+from gateway_downstream import DONE, OTHER_KEY, USER_ID, VALID_KEY, Downstream, reply
 
 Opener = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 ON = {"cache_ttl_seconds": 60, "free_rate_limit": 1000}
 QUESTION = [{"role": "user", "content": "What is 2 + 2?"}]
-DONE = {
-    "type": "done",
-    "tokens": 9,
-    "promptTokens": 6,
-    "completionTokens": 3,
-    "model": "llama3",
-    "doneReason": "stop",
-}
 
 
 def completion(**extra: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as redis
 from api_gateway.main import create_app
 from fastapi import FastAPI
-from gateway_downstream import VALID_KEY, Downstream, gateway_settings
+from gateway_downstream import DONE, VALID_KEY, Downstream, gateway_settings
 
 AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -20,16 +20,6 @@ AppClient = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 def ndjson(*events: dict[str, Any]) -> Callable[[httpx.Request], httpx.Response]:
     body = b"".join(json.dumps(e).encode() + b"\n" for e in events)
     return lambda _: httpx.Response(200, content=body)
-
-
-DONE = {
-    "type": "done",
-    "tokens": 9,
-    "promptTokens": 6,
-    "completionTokens": 3,
-    "model": "llama3",
-    "doneReason": "stop",
-}
 
 
 @pytest.fixture

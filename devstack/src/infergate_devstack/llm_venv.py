@@ -160,6 +160,15 @@ def _build(root: Path, *, target: Path, progress: Progress) -> None:
     ]
     steps[0].append(str(staging))
     ticker = Ticker(_BUILD_NOTICE, progress)
+    build_in_staging(steps, staging=staging, target=target, log_path=log_path, ticker=ticker)
+    progress(f"local LLM venv ready in {ticker.elapsed():.0f} s")
+
+
+def build_in_staging(
+    steps: list[list[str]], *, staging: Path, target: Path, log_path: Path, ticker: Ticker
+) -> None:
+    """Run `steps` (each logged to `log_path`) to build `staging`, then move it to `target` in
+    one rename: `target` is whole or absent, and no half-built staging directory is left."""
     try:
         with log_path.open("w") as log:
             for argv in steps:
@@ -167,7 +176,6 @@ def _build(root: Path, *, target: Path, progress: Progress) -> None:
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # a no-op once renamed
-    progress(f"local LLM venv ready in {ticker.elapsed():.0f} s")
 
 
 def run_logged(argv: list[str], *, log: IO[str], log_path: Path, ticker: Ticker) -> None:
