@@ -1,5 +1,6 @@
 """The response cache: a repeated deterministic chat is answered from Redis without the model,
-per user unless shared, charged per CACHE_HIT_CHARGE, bounded in time and size."""
+per user unless shared, charged per CACHE_HIT_CHARGE, bounded in time and size; and what the
+request log learns of the answer (the backend that gave it, or CACHED)."""
 
 from __future__ import annotations
 
@@ -237,3 +238,16 @@ async def test_a_hit_still_counts_against_the_rate_limit(
     assert limited.status_code == 429
     assert model_calls(downstream) == 1
     assert USER_ID in {body["userId"] for body in downstream.bodies("usage", "/usage/attempts")}
+
+
+async def test_the_backend_that_answered_goes_to_the_request_log(
+    open_gateway: Opener, downstream: Downstream
+) -> None:
+    downstream.generation = {**downstream.generation, "backend": "gpu-b"}
+    async with open_gateway() as gateway:
+        response = await gateway.post(
+            "/v1/chat", json={"prompt": "hi"}, headers={"x-api-key": VALID_KEY}
+        )
+        assert response.status_code == 200
+        [settled] = await downstream.settled(1)
+    assert (settled["status"], settled["backend"]) == ("SUCCESS", "gpu-b")

@@ -32,7 +32,8 @@ async def test_settle_charges_the_actual_tokens_and_frees_the_rest(
     user = new_user()
     reservation = (await reserve(client, user, 300)).json()
     assert (await usage_of(client, user))["reservedTokens"] == 300
-    result = await settle(client, settlement_body(user, reservation, 20, 30))
+    body = {**settlement_body(user, reservation, 20, 30), "backend": "gpu-a"}
+    result = await settle(client, body)
     assert (result["outcome"], result["chargedTokens"]) == ("settled", 50)
     usage = await usage_of(client, user)
     assert (usage["usedTokens"], usage["reservedTokens"], usage["remainingTokens"]) == (50, 0, 950)
@@ -40,6 +41,7 @@ async def test_settle_charges_the_actual_tokens_and_frees_the_rest(
     assert [(log["status"], log["tokensUsed"], log["period"]) for log in logs] == [
         ("SUCCESS", 50, current_period())
     ]
+    assert logs[0]["backend"] == "gpu-a"  # the model backend that answered, for operators
     assert "prompt" not in logs[0]
 
 
