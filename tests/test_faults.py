@@ -186,7 +186,7 @@ async def test_usage_service_killed_at_the_settle_moment_loses_no_charge(
     await checked(fault_stack, ledger, load)
 
 
-async def test_database_stopped_for_half_a_minute_under_load_loses_no_charge(
+async def test_database_stopped_for_a_minute_under_load_loses_no_charge(
     fault_stack: Stack,
     client: httpx.AsyncClient,
     keys: list[str],
@@ -207,9 +207,7 @@ async def test_database_stopped_for_half_a_minute_under_load_loses_no_charge(
             assert response.status_code == 503, (path, response.text)
             assert response.json()["code"]
             assert time.monotonic() - started < 10
-        # The outage itself: half a minute of load against a stopped database (six settlement
-        # retry intervals, fifteen MongoDB timeouts).
-        await asyncio.sleep(30)
+        await asyncio.sleep(60)  # the outage itself: a minute of load against a stopped database
         fault_stack.start("mongo")
         recovered = await wait_until(lambda: chat_ok(client, keys[0]), timeout_s=15)
         print(f"mongo: chats succeed again {recovered:.2f} s after it is back")
