@@ -2,7 +2,9 @@
 direct,healthz,chat,openai,litellm,litellm-2] ...`
 `python -m bench soak [--minutes 5] [--concurrency 32] ...`
 `python -m bench edge [--users 200]`: a normal client's chats with and without abusive hosts
-`python -m bench telemetry [--rounds 2]`: metrics and tracing against both off, in one run"""
+`python -m bench telemetry [--rounds 2]`: metrics and tracing against both off, in one run
+`python -m bench backends [--backends 1,2,3] [--rounds 2]`: chat through 1, 2, 3 test LLMs
+`python -m bench cache`: a response-cache hit against a miss (and an uncached chat)"""
 
 from __future__ import annotations
 
@@ -12,10 +14,19 @@ from pathlib import Path
 
 from infergate_devstack.cli import parse_replicas
 
+from bench.backends import run_backends
+from bench.cache import run_cache
 from bench.edge import edge_table, run_edge
 from bench.plot import plot
 from bench.points import Options
-from bench.report import RESULTS_DIR, table, targets_text, write_results
+from bench.report import (
+    RESULTS_DIR,
+    backends_table,
+    cache_table,
+    table,
+    targets_text,
+    write_results,
+)
 from bench.run import SCENARIOS, run_benchmark
 from bench.soak import run_soak, soak_table
 from bench.stack import progress
@@ -37,14 +48,20 @@ def _names(text: str) -> list[str]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "mode", nargs="?", choices=("run", "soak", "edge", "telemetry"), default="run"
+        "mode",
+        nargs="?",
+        choices=("run", "soak", "edge", "telemetry", "backends", "cache"),
+        default="run",
     )
     parser.add_argument("--users", type=int, default=2000, help="users registered (2000)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per point (20)")
     parser.add_argument("--warmup", type=float, help="seconds before each point (5; soak 30)")
     parser.add_argument("--concurrency", type=_ints, help="1,8,32,64 (soak: one value, 32)")
     parser.add_argument("--scenarios", type=_names, default=list(SCENARIOS), help="of run")
-    parser.add_argument("--rounds", type=int, default=2, help="of telemetry (2)")
+    parser.add_argument("--rounds", type=int, default=2, help="of telemetry, backends (2)")
+    parser.add_argument(
+        "--backends", type=_ints, default=[1, 2, 3], help="of backends: test LLMs (1,2,3)"
+    )
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the soak (5)")
     parser.add_argument("--log-level", default="info", help="LOG_LEVEL of the services (info)")
     parser.add_argument(
@@ -67,7 +84,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def options_from(args: argparse.Namespace) -> Options:
     soak = args.mode == "soak"
-    default = {"soak": [32], "telemetry": [1, 32]}.get(args.mode, [1, 8, 32, 64])
+    default = {"soak": [32], "telemetry": [1, 32], "backends": [1, 32], "cache": [1, 32]}.get(
+        args.mode, [1, 8, 32, 64]
+    )
     concurrency = args.concurrency or default
     if soak and len(concurrency) != 1:
         raise SystemExit("soak runs at one concurrency")
@@ -95,6 +114,14 @@ def main(argv: list[str]) -> int:
         results = run_telemetry(options, rounds=args.rounds)
         text = telemetry_table(results)
         label = args.label or "telemetry-latest"
+    elif args.mode == "backends":
+        results = run_backends(options, counts=args.backends, rounds=args.rounds)
+        text = backends_table(results)
+        label = args.label or "backends-latest"
+    elif args.mode == "cache":
+        results = run_cache(options)
+        text = cache_table(results)
+        label = args.label or "cache-latest"
     elif args.mode == "edge":
         results = run_edge(options)
         text = edge_table(results)

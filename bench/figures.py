@@ -20,6 +20,21 @@ THROUGHPUT_CONCURRENCY = (32, 64)
 Runs = dict[tuple[str, int], dict[str, Any]]
 
 
+def is_llm(name: str) -> bool:
+    """The test LLMs' process names: `llm`, `llm-2`, `llm-3`, ... (bench.stack.llm_name)."""
+    return name == "llm" or name.startswith("llm-")
+
+
+def fold_llm_cpu(cpu: dict[str, float]) -> dict[str, float]:
+    """Every test LLM's %CPU summed as one `llm` entry (in the first one's place): the figures
+    compare stacks with one and with several backends, the test LLMs being one shared cost."""
+    folded: dict[str, float] = {}
+    for name, pct in cpu.items():
+        key = "llm" if is_llm(name) else name
+        folded[key] = round(folded.get(key, 0.0) + pct, 1)
+    return folded
+
+
 def cpu_ms_per_request(run: dict[str, Any]) -> dict[str, float]:
     """CPU milliseconds each process spent per request: the budget that bounds throughput
     (2 cores = 2,000 CPU ms per second to share between every process)."""

@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.figures import PROXY_SCENARIOS, cpu_ms_per_request
+from bench.figures import PROXY_SCENARIOS, cpu_ms_per_request, fold_llm_cpu
 from bench.procs import CpuMeter, RssSampler
-from bench.stack import BenchStack, llm_chat_calls, progress
+from bench.stack import BenchStack, llm_name, progress
 from bench.wrk import Target, WrkResult, run_wrk
 
-LLM_SCENARIOS = ("direct", *PROXY_SCENARIOS)
+# Every answer of these must have reached the LLM.
+LLM_SCENARIOS = ("direct", *PROXY_SCENARIOS, "cache-miss")
+# The x-infergate-cache header every answer of these must carry; a hit never reaches the LLM.
+EXPECTED_CACHE_HEADER = {"cache-hit": "hit", "cache-miss": "miss"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Options:
     # Processes of the other services (and the gateway's, over gateway_replicas): --replicas.
     replicas: Mapping[str, int] = field(default_factory=dict)
     extra_env: Mapping[str, str] = field(default_factory=dict)  # for every service
+    backends: int = 1  # test LLMs, ai-service spread over them (OLLAMA_URLS)
 
 
 @dataclass
@@ -53,6 +57,30 @@ def cpu_report(cpu: dict[str, float], result: WrkResult) -> dict[str, float]:
     return cpu
 
 
+def check_answers(name: str, *, concurrency: int, result: WrkResult, llm_calls: int) -> None:
+    """Stop the benchmark when a point did not measure what it is named after: answers that did
+    not reach the LLM, a hit that did, an answer the cache did not mark as expected."""
+    answered = sum(n for status, n in result.statuses.items() if status.startswith("2"))
+    point = f"{name} c={concurrency}"
+    if name in LLM_SCENARIOS and llm_calls < answered:
+        raise RuntimeError(f"{point}: {answered} answered, the LLM saw {llm_calls} calls")
+    if name == "cache-hit" and llm_calls:
+        raise RuntimeError(f"{point}: the LLM saw {llm_calls} calls during cache hits")
+    expected = EXPECTED_CACHE_HEADER.get(name)
+    if expected is not None and result.cache.get(expected, 0) != answered:
+        raise RuntimeError(f"{point}: {answered} answered, x-infergate-cache {result.cache}")
+
+
+def backend_spread(
+    calls: list[int], cpu: dict[str, float], stack: BenchStack
+) -> list[dict[str, Any]]:
+    """Each test LLM's share of the point: its chat calls and %CPU."""
+    return [
+        {"name": llm_name(i), "url": llm.url, "chat_calls": n, "cpu_percent": cpu.get(llm_name(i))}
+        for i, (llm, n) in enumerate(zip(stack.llms, calls, strict=True))
+    ]
+
+
 def measure(
     prepared: Prepared,
     target: Target,
@@ -65,18 +93,18 @@ def measure(
     and `extra_pids`, a peer's) and the test LLM's calls counted."""
     if options.warmup_s > 0:
         run_wrk(target, concurrency=concurrency, seconds=options.warmup_s)
-    llm_url = prepared.bench.llm.url
-    calls_before = llm_chat_calls(llm_url)
+    stack = prepared.bench
+    calls_before = stack.llm_chat_calls()
     meter = CpuMeter({**prepared.sampler.pids, **(extra_pids or {})})
     meter.start()
     result = run_wrk(target, concurrency=concurrency, seconds=options.duration_s)
-    cpu = cpu_report(meter.stop(), result)
-    llm_calls = llm_chat_calls(llm_url) - calls_before
-    answered = sum(n for status, n in result.statuses.items() if status.startswith("2"))
-    if target.name in LLM_SCENARIOS and llm_calls < answered:
-        raise RuntimeError(
-            f"{target.name} c={concurrency}: {answered} answered, the LLM saw {llm_calls} calls"
-        )
+    each = meter.stop()
+    cpu = cpu_report(fold_llm_cpu(each), result)
+    calls = [
+        after - before for after, before in zip(stack.llm_chat_calls(), calls_before, strict=True)
+    ]
+    llm_calls = sum(calls)
+    check_answers(target.name, concurrency=concurrency, result=result, llm_calls=llm_calls)
     progress(
         f"{target.name:8} c={concurrency:<3} {result.rps:8.1f} req/s  p50 {result.p50_ms:7.2f}"
         f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}  (outside load"
@@ -84,6 +112,7 @@ def measure(
     )
     run = {"scenario": target.name, "concurrency": concurrency, **result.as_dict()}
     run["llm_calls"] = llm_calls
+    run["llm_backends"] = backend_spread(calls, each, stack)
     run["cpu_percent"] = cpu
     run["cpu_ms_per_request"] = cpu_ms_per_request(run)
     return run

@@ -138,3 +138,57 @@ def targets_text(results: dict[str, Any]) -> str:
         verdict = "n/a " if ok is None else ("met " if ok else "MISS")
         lines.append(f"  [{verdict}] {name}: {figure}")
     return "\n".join(lines)
+
+
+def backends_table(results: dict[str, Any]) -> str:
+    """`python -m bench backends`: per count of test LLMs, medians over rounds, and each count
+    against one backend (ratio = N backends / 1)."""
+    concurrency = results["options"]["concurrency"]
+    lines = [f"chat through N test LLMs, medians of {results['options']['rounds']} round(s):"]
+    for count, figures in results["summary"].items():
+        versus = figures["versus_base"]
+        for c in concurrency:
+            point = figures["points"][str(c)]
+            lines.append(
+                f"  N={count} c={c:<3} {point['rps']:7.1f} chats/s"
+                f" (x{_figure(versus[f'rps_ratio_c{c}'])})  p50 {point['p50_ms']:6.2f}"
+                f"  p99 {point['p99_ms']:6.2f} ms  stack CPU {point['stack_cpu_ms']:5.2f} ms/chat"
+                f" (x{_figure(versus[f'cpu_ratio_c{c}'])})"
+            )
+        lines.append(
+            f"  N={count} added c=1: p50 {figures['added_p50_ms_c1']:.2f} ms"
+            f" ({versus['added_p50_ms_c1_over_base']:+.2f}), p99"
+            f" {figures['added_p99_ms_c1']:.2f} ms ({versus['added_p99_ms_c1_over_base']:+.2f})"
+        )
+        top = figures["points"][str(max(concurrency))]["cpu_ms_per_chat"]
+        cost = "  ".join(f"{name} {ms:.2f}" for name, ms in top.items() if ms >= 0.005)
+        lines.append(f"  N={count} CPU ms per chat c={max(concurrency)}: {cost}")
+    spread = [
+        f"round {e['round']} N={e['backends']}: {e['chat_calls_by_backend']}"
+        for e in results["measured"]
+    ]
+    return "\n".join([*lines, "", "chat calls per test LLM:", *(f"  {s}" for s in spread)])
+
+
+def cache_table(results: dict[str, Any]) -> str:
+    """`python -m bench cache`: a hit, a miss and an uncached chat per concurrency."""
+    lines = [f"{'scenario':11} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>7}"]
+    for concurrency, row in results["summary"].items():
+        for name, point in row.items():
+            if name == "hit_over_miss":
+                continue
+            lines.append(
+                f"{name:11} {concurrency:>4} {point['rps']:8.1f} {point['p50_ms']:7.2f}"
+                f" {point['p99_ms']:7.2f} {point['stack_cpu_ms']:7.2f}"
+            )
+        ratio = row.get("hit_over_miss")
+        if ratio:
+            lines.append(
+                "  hit / miss: " + ", ".join(f"{k} {_figure(v)}" for k, v in ratio.items())
+            )
+    lines += ["", "CPU ms per request, per process:"]
+    for run in results["runs"]:
+        costs = run["cpu_ms_per_request"]
+        cost = "  ".join(f"{name} {ms:.2f}" for name, ms in costs.items() if ms >= 0.005)
+        lines.append(f"  {run['scenario']:10} c={run['concurrency']:<3} {cost}")
+    return "\n".join(lines)

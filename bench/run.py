@@ -4,7 +4,6 @@ concurrency, with every process's %CPU during each run and its peak memory over 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from bench.litellm_proxy import PEER_WORKERS
 from bench.litellm_venv import ensure_litellm_venv
 from bench.peer import measure_peer, peer_record
 from bench.points import Options, Prepared, measure
+from bench.priming import prime
 from bench.procs import RssSampler
 from bench.stack import (
     BenchStack,
@@ -29,17 +29,35 @@ from bench.stack import (
     running_stack,
     write_inputs,
 )
-from bench.wrk import Target, run_wrk
+from bench.wrk import Target
 
 SCENARIOS = ("direct", "healthz", "chat", "openai", *PEER_WORKERS)
 # Measured first, right after priming and one after the other, so the users stay active.
 ACTIVE_USER_SCENARIOS = ("chat", "openai")
+# Of `python -m bench cache` (bench/cache.py): the stack started with the response cache on.
+CACHE_SCENARIOS = ("cache-hit", "cache-miss")
+# What the users are primed with: the first of these the run measures.
+PRIMING_SCENARIOS = ("chat", "cache-hit")
 BUSY_WARNING_PERCENT = 20.0
 
 
 def targets(bench: BenchStack, files: dict[str, Path]) -> dict[str, Target]:
     public = bench.stack.public_url
+    completions = f"{public}/v1/chat/completions"
+    cached = {
+        name: Target(
+            name,
+            completions,
+            "POST",
+            files[name],
+            files["keys"],
+            key_header="authorization",
+            unique=name == "cache-miss",
+        )
+        for name in CACHE_SCENARIOS
+    }
     return {
+        **cached,
         "direct": Target("direct", f"{bench.llm.url}/api/chat", "POST", files["llm"], None),
         "healthz": Target("healthz", f"{public}/healthz", "GET", None, None),
         "chat": Target("chat", f"{public}/v1/chat", "POST", files["chat"], files["keys"]),
@@ -78,6 +96,7 @@ def prepared_stack(options: Options, *, keep_series: bool = False) -> Iterator[P
             gateway_replicas=options.gateway_replicas,
             replicas=options.replicas,
             extra_env=options.extra_env,
+            backends=options.backends,
         )
         with stack as bench:
             pids = bench.pids()
@@ -92,8 +111,9 @@ def prepared_stack(options: Options, *, keep_series: bool = False) -> Iterator[P
                 check_openai_chat(bench.stack.public_url, done.keys[0])
                 files = write_inputs(data_dir / "inputs", done.keys)
                 all_targets = targets(bench, files)
-                if "chat" in options.scenarios:
-                    prime(bench, all_targets["chat"], users=len(done.keys))
+                primed_with = [name for name in PRIMING_SCENARIOS if name in options.scenarios]
+                if primed_with:
+                    prime(bench, all_targets[primed_with[0]])
                 registration: dict[str, Any] = {
                     "users": len(done.keys),
                     "seconds": round(done.seconds, 1),
@@ -101,27 +121,6 @@ def prepared_stack(options: Options, *, keep_series: bool = False) -> Iterator[P
                     "retried_failures": done.failures,
                 }
                 yield Prepared(bench, all_targets, sampler, registration, files, data_dir)
-
-
-PRIMING_CONCURRENCY = 32
-PRIMING_MARGIN = 1.1
-
-
-def prime(bench: BenchStack, chat: Target, *, users: int) -> None:
-    """About one chat per user on each gateway replica (called directly, not through nginx)
-    before anything is measured, so every point sees the steady state of active users: each key
-    verified and cached by each replica, each month's quota figures known (a first request per
-    user and replica costs an auth-service call and a MongoDB read more; see bench/README.md)."""
-    started = time.monotonic()
-    sent = 0
-    for port in bench.stack.gateway_ports:
-        direct = dataclasses.replace(chat, url=f"http://127.0.0.1:{port}/v1/chat")
-        on_replica = 0
-        while on_replica < users * PRIMING_MARGIN:
-            seconds = max(2.0, (users * PRIMING_MARGIN - on_replica) / 400)
-            on_replica += run_wrk(direct, concurrency=PRIMING_CONCURRENCY, seconds=seconds).requests
-        sent += on_replica
-    progress(f"primed: {sent} chats for {users} users in {time.monotonic() - started:.0f} s")
 
 
 def measure_all(

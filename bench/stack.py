@@ -7,8 +7,8 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,21 +38,42 @@ def bench_env(log_level: str) -> dict[str, str]:
     }
 
 
+def llm_name(index: int) -> str:
+    """The process name of the index-th test LLM: `llm`, then `llm-2`, `llm-3`, ..."""
+    return "llm" if index == 0 else f"llm-{index + 1}"
+
+
+def backends_env(urls: Sequence[str]) -> dict[str, str]:
+    """ai-service spread over every test LLM (each serving every model): OLLAMA_URLS."""
+    if not urls:
+        raise ValueError("at least one backend")
+    return {"OLLAMA_URLS": ",".join(urls)}
+
+
 @dataclass
 class BenchStack:
     stack: Stack
-    llm: FakeOllamaProcess
+    llms: list[FakeOllamaProcess]  # ai-service's backends; the first is `direct`'s
+
+    @property
+    def llm(self) -> FakeOllamaProcess:
+        return self.llms[0]
 
     def pids(self) -> dict[str, int]:
-        """Every process of the stack by name, the test LLM as `llm`."""
+        """Every process of the stack by name, the test LLMs as `llm`, `llm-2`, ..."""
         pids: dict[str, int] = {}
         for name in self.stack.process_names():
             pid = self.stack.process(name).pid
             if pid is not None:
                 pids[name] = pid
-        if self.llm.process is not None:
-            pids["llm"] = self.llm.process.pid
+        for index, llm in enumerate(self.llms):
+            if llm.process is not None:
+                pids[llm_name(index)] = llm.process.pid
         return pids
+
+    def llm_chat_calls(self) -> list[int]:
+        """Each test LLM's `/api/chat` calls so far, in the order of `llms`."""
+        return [llm_chat_calls(llm.url) for llm in self.llms]
 
 
 @contextmanager
@@ -63,18 +84,24 @@ def running_stack(
     gateway_replicas: int = 1,
     replicas: Mapping[str, int] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    backends: int = 1,
 ) -> Iterator[BenchStack]:
-    with FakeOllamaProcess() as llm:
+    """The stack with `backends` test LLMs (each its own process), ai-service spreading its
+    calls over all of them (OLLAMA_URLS)."""
+    with ExitStack() as started:
+        llms = [started.enter_context(FakeOllamaProcess()) for _ in range(backends)]
+        # One URL in OLLAMA_URLS is exactly OLLAMA_URL: a pool of one backend.
+        spread = backends_env([llm.url for llm in llms])
         config = StackConfig(
             data_dir=data_dir,
             ports=Ports.free(),
-            ollama_url=llm.url,
-            env={**bench_env(log_level), **(extra_env or {})},
+            ollama_url=llms[0].url,
+            env={**bench_env(log_level), **spread, **(extra_env or {})},
             gateway_replicas=gateway_replicas,
             replicas=dict(replicas or {}),
         )
         with Stack(config) as stack:
-            yield BenchStack(stack, llm)
+            yield BenchStack(stack, llms)
 
 
 def progress(line: str) -> None:
@@ -159,6 +186,21 @@ def llm_chat_calls(llm_url: str) -> int:
     return calls
 
 
+UNIQUE_PLACEHOLDER = "__N__"  # load.lua puts a number no other request has in its place
+
+
+def cached_body() -> dict[str, object]:
+    """The OpenAI body made deterministic (temperature 0): the response cache keeps its answer."""
+    return {**openai_body(), "temperature": 0}
+
+
+def never_repeated_body() -> str:
+    """The deterministic body with a seed load.lua makes unique per request: each one a miss
+    (the seed is part of the cache key), each answer stored."""
+    text = json.dumps({**cached_body(), "seed": UNIQUE_PLACEHOLDER})
+    return text.replace(json.dumps(UNIQUE_PLACEHOLDER), UNIQUE_PLACEHOLDER)
+
+
 def write_inputs(directory: Path, keys: list[str]) -> dict[str, Path]:
     """The files load.lua reads: the keys, one per line, and the request bodies."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -166,11 +208,15 @@ def write_inputs(directory: Path, keys: list[str]) -> dict[str, Path]:
         "keys": directory / "keys.txt",
         "chat": directory / "chat.json",
         "openai": directory / "openai-chat.json",
+        "cache-hit": directory / "cached-chat.json",
+        "cache-miss": directory / "unique-chat.json",
         "llm": directory / "llm-chat.json",
     }
     files["keys"].write_text("\n".join(keys) + "\n")
     files["chat"].write_text(json.dumps({"prompt": CHAT_PROMPT}))
     files["openai"].write_text(json.dumps(openai_body()))
+    files["cache-hit"].write_text(json.dumps(cached_body()))
+    files["cache-miss"].write_text(never_repeated_body())
     llm_body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": CHAT_PROMPT}],

@@ -6,7 +6,8 @@ import json
 import resource
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ class WrkError(RuntimeError):
 @dataclass(frozen=True)
 class Target:
     """One kind of request: where to send it, how, and with which keys (None: no key) in which
-    header ("authorization" sends each as "Bearer <key>")."""
+    header ("authorization" sends each as "Bearer <key>"). `unique`: every "__N__" of the body
+    becomes a number no other request sends (load.lua), so no two requests are the same."""
 
     name: str
     url: str
@@ -31,6 +33,7 @@ class Target:
     body_file: Path | None
     keys_file: Path | None
     key_header: str = "x-api-key"
+    unique: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class WrkResult:
     socket_errors: dict[str, int]
     statuses: dict[str, int]
     wrk_cpu_s: float
+    # Answers by their x-infergate-cache header (hit, miss); empty when none had it.
+    cache: dict[str, int] = field(default_factory=dict)
 
     @property
     def non_2xx(self) -> int:
@@ -68,8 +73,16 @@ def wrk_program() -> str:
     return program
 
 
+def unique_base() -> int:
+    """Where a run's unique numbers start: microseconds now. A run sends far fewer than a
+    million requests a second, so the next run starts past the last number of this one (and
+    under 2**53, exact in LuaJIT's numbers)."""
+    return time.time_ns() // 1000
+
+
 def wrk_argv(target: Target, *, concurrency: int, seconds: float) -> list[str]:
     threads = min(concurrency, 2)
+    unique = [str(unique_base())] if target.unique else []
     return [
         wrk_program(),
         f"-t{threads}",
@@ -85,6 +98,7 @@ def wrk_argv(target: Target, *, concurrency: int, seconds: float) -> list[str]:
         str(target.keys_file) if target.keys_file else "-",
         str(threads),
         target.key_header,
+        *unique,
     ]
 
 
@@ -124,4 +138,5 @@ def parse_output(stdout: str, *, wrk_cpu_s: float = 0.0) -> WrkResult:
         socket_errors={kind: int(n) for kind, n in raw["errors"].items()},
         statuses={status: int(n) for status, n in raw["statuses"].items()},
         wrk_cpu_s=round(wrk_cpu_s, 2),
+        cache={value: int(n) for value, n in raw.get("cache", {}).items()},
     )
