@@ -4,6 +4,7 @@ backends' clients are never called)."""
 from __future__ import annotations
 
 from collections import Counter
+from time import perf_counter
 
 import ollama
 from ai_service.backend import Backend
@@ -75,9 +76,20 @@ def test_the_backend_with_fewer_calls_in_flight_per_weight_wins() -> None:
 
 def test_on_a_tie_a_clearly_faster_backend_wins() -> None:
     pool = pool_of(("a", 1, 0), ("b", 1, 0))
-    backend(pool, "a").ewma_s = 0.3
-    backend(pool, "b").ewma_s = 0.01
+    now = perf_counter()
+    backend(pool, "a").ewma_s, backend(pool, "a").ewma_at = 0.3, now
+    backend(pool, "b").ewma_s, backend(pool, "b").ewma_at = 0.01, now
     assert chosen(pool, 200) == Counter({"b": 200})
+
+
+def test_an_old_slow_measure_fades_so_the_backend_is_tried_again() -> None:
+    """A backend is only measured when chosen: one slow answer a while ago must not keep it out
+    of every tie."""
+    pool = pool_of(("a", 1, 0), ("b", 1, 0))
+    now = perf_counter()
+    backend(pool, "a").ewma_s, backend(pool, "a").ewma_at = 0.3, now - 60  # twelve half-lives
+    backend(pool, "b").ewma_s, backend(pool, "b").ewma_at = 0.01, now
+    assert chosen(pool, 400)["a"] > 100
 
 
 def test_open_backends_and_backends_lacking_the_model_are_skipped() -> None:

@@ -18,6 +18,9 @@ from ai_service.routing_config import canonical_model
 # What a backend is called through: Ollama's API, or an OpenAI-compatible one behind it.
 LlmServerClient = ollama.AsyncClient | OpenAiClient
 EWMA_ALPHA = 0.2
+# A backend's latency figure fades by half every this many seconds it is not updated: one slow
+# answer must not keep a backend out of every tie for good (it is only measured when chosen).
+LATENCY_HALF_LIFE_S = 5.0
 # Failures before any output that another backend may not share: tried once more elsewhere.
 RETRYABLE: frozenset[Outcome] = frozenset({"error", "timeout", "model_missing"})
 
@@ -29,6 +32,7 @@ class Backend:
         "_retries",
         "breaker",
         "client",
+        "ewma_at",
         "ewma_s",
         "missing",
         "name",
@@ -51,6 +55,7 @@ class Backend:
         self.breaker = breaker
         self.outstanding = 0
         self.ewma_s = 0.0
+        self.ewma_at = 0.0  # perf_counter of its last update
         self.missing: set[str] = set()  # canonical names of models it answered 404 for
         self._outcomes = metrics.outcomes(name)
         self._duration = metrics.duration_of(name)
@@ -59,13 +64,21 @@ class Backend:
     def usable_for(self, model: str) -> bool:
         return self.breaker.allows_call() and (not self.missing or model not in self.missing)
 
+    def latency(self, now: float) -> float:
+        """The EWMA of its time to the first byte, faded by the time since it was measured."""
+        fading: float = 0.5 ** ((now - self.ewma_at) / LATENCY_HALF_LIFE_S)
+        return self.ewma_s * fading
+
     def begin(self) -> float:
         self.outstanding += 1
         return perf_counter()
 
     def answered(self, began: float) -> None:
         """The first byte (a whole answer, or a stream's first chunk) arrived."""
-        self.ewma_s += EWMA_ALPHA * (perf_counter() - began - self.ewma_s)
+        now = perf_counter()
+        faded = self.latency(now)
+        self.ewma_s = faded + EWMA_ALPHA * (now - began - faded)
+        self.ewma_at = now
         self.breaker.record_success()
 
     def end(self, began: float, outcome: Outcome) -> None:

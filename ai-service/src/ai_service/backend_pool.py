@@ -4,9 +4,9 @@ Choice, among the usable backends of a model's best priority group (usable: its 
 call through and it has not answered "model not found" for this model): power of two choices.
 Two backends are drawn at random by weight; the one with fewer calls in flight per unit of weight
 wins, and on a tie the first drawn, unless the other's latency (an EWMA of the time to the first
-byte) is less than a third of it. Idle, traffic follows the weights; under load a slow or busy
-backend gets less. A draw is a bisect over cumulative weights: no locks, no awaits, no
-allocation on the usual path. When no backend of any group is usable, the call goes to one of
+byte, fading by half every 5 s it is not measured) is less than a third of it. Idle, traffic
+follows the weights; under load a slow or busy backend gets less. A draw is a bisect over
+cumulative weights: no locks, no awaits, no allocation on the usual path. When no backend of any group is usable, the call goes to one of
 the best group anyway (as a load balancer's panic mode): the caller gets the backend's own error
 rather than a made-up one, and a single backend behaves exactly as without a pool.
 """
@@ -17,6 +17,7 @@ import random
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from itertools import accumulate
+from time import perf_counter
 
 import ollama
 import structlog
@@ -73,7 +74,8 @@ class Group:
         load_b = b.outstanding * self.weights[first]
         if load_a != load_b:
             return a if load_a < load_b else b
-        return b if b.ewma_s < a.ewma_s * EWMA_MARGIN else a
+        now = perf_counter()
+        return b if b.latency(now) < a.latency(now) * EWMA_MARGIN else a
 
 
 Groups = tuple[Group, ...]
