@@ -6,9 +6,10 @@ Two backends are drawn at random by weight; the one with fewer calls in flight p
 wins, and on a tie the first drawn, unless the other's latency (an EWMA of the time to the first
 byte, fading by half every 5 s it is not measured) is less than a third of it. Idle, traffic
 follows the weights; under load a slow or busy backend gets less. A draw is a bisect over
-cumulative weights: no locks, no awaits, no allocation on the usual path. When no backend of any group is usable, the call goes to one of
-the best group anyway (as a load balancer's panic mode): the caller gets the backend's own error
-rather than a made-up one, and a single backend behaves exactly as without a pool.
+cumulative weights: no locks, no awaits, no allocation on the usual path. When no backend of any
+group is usable, the call goes to one of the best group anyway (as a load balancer's panic
+mode): the caller gets the backend's own error rather than a made-up one, and a single backend
+behaves exactly as without a pool.
 """
 
 from __future__ import annotations
