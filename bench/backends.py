@@ -22,9 +22,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.facts import code_version, machine
 from bench.figures import SHARED_PROCESSES
-from bench.points import Options, Prepared, measure
+from bench.points import Options, Prepared, measure, results_header
 from bench.run import prepared_stack
 from bench.stack import progress
 
@@ -67,19 +66,9 @@ def run_backends(options: Options, *, counts: Sequence[int], rounds: int) -> dic
             entry["chat_calls_by_backend"] = check_spread(backends, runs)
             measured.append(entry)
     return {
-        "kind": "backends",
-        "machine": machine(),
-        "code": code_version(),
-        "wall_s": round(time.time() - started, 1),
-        "options": {
-            "users": options.users,
-            "duration_s": options.duration_s,
-            "warmup_s": options.warmup_s,
-            "concurrency": list(options.concurrency),
-            "gateway_replicas": options.gateway_replicas,
-            "backends": list(counts),
-            "rounds": rounds,
-        },
+        **results_header(
+            "backends", options, started=started, backends=list(counts), rounds=rounds
+        ),
         "measured": measured,
         "summary": summary(measured, concurrency=options.concurrency),
     }

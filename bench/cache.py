@@ -27,8 +27,7 @@ from typing import Any
 import httpx
 
 from bench.backends import stack_cpu_ms
-from bench.facts import code_version, machine
-from bench.points import Options, Prepared, measure
+from bench.points import Options, Prepared, measure, results_header
 from bench.run import CACHE_SCENARIOS, prepared_stack
 from bench.stack import cached_body, progress
 
@@ -68,18 +67,7 @@ def run_cache(options: Options) -> dict[str, Any]:
         runs.append(measure(prepared, prepared.targets["direct"], concurrency=1, options=cached))
         peak = prepared.sampler.peak_mb()
     return {
-        "kind": "cache",
-        "machine": machine(),
-        "code": code_version(),
-        "wall_s": round(time.time() - started, 1),
-        "options": {
-            "users": options.users,
-            "duration_s": options.duration_s,
-            "warmup_s": options.warmup_s,
-            "concurrency": list(options.concurrency),
-            "gateway_replicas": options.gateway_replicas,
-            "env": {**CACHE_ENV, **options.extra_env},
-        },
+        **results_header("cache", options, started=started, env={**CACHE_ENV, **options.extra_env}),
         "runs": runs,
         "summary": summary(runs),
         "peak_rss_mb": peak,

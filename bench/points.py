@@ -4,11 +4,13 @@ have reached the LLM: a proxy answering from elsewhere would not be measuring th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.facts import code_version, machine
 from bench.figures import PROXY_SCENARIOS, cpu_ms_per_request, fold_llm_cpu
 from bench.procs import CpuMeter, RssSampler
 from bench.stack import BenchStack, llm_name, progress
@@ -116,3 +118,24 @@ def measure(
     run["cpu_percent"] = cpu
     run["cpu_ms_per_request"] = cpu_ms_per_request(run)
     return run
+
+
+def results_header(
+    kind: str, options: Options, *, started: float, **more_options: Any
+) -> dict[str, Any]:
+    """The head of a results file: what was measured, on what machine and code, how long it
+    took, and the options every mode shares (plus its own)."""
+    return {
+        "kind": kind,
+        "machine": machine(),
+        "code": code_version(),
+        "wall_s": round(time.time() - started, 1),
+        "options": {
+            "users": options.users,
+            "duration_s": options.duration_s,
+            "warmup_s": options.warmup_s,
+            "concurrency": list(options.concurrency),
+            "gateway_replicas": options.gateway_replicas,
+            **more_options,
+        },
+    }

@@ -22,8 +22,7 @@ import time
 import urllib.request
 from typing import Any, Self
 
-from bench.facts import code_version, machine
-from bench.points import Options, Prepared, measure
+from bench.points import Options, Prepared, measure, results_header
 from bench.run import prepared_stack
 from bench.stack import progress
 from tests.otlp_receiver import OtlpReceiver
@@ -116,18 +115,7 @@ def run_telemetry(options: Options, *, rounds: int) -> dict[str, Any]:
                 result = measure_variant(options, variant, receiver)
                 measured.append({"round": round_number + 1, **result})
     return {
-        "kind": "telemetry",
-        "machine": machine(),
-        "code": code_version(),
-        "wall_s": round(time.time() - started, 1),
-        "options": {
-            "users": options.users,
-            "duration_s": options.duration_s,
-            "warmup_s": options.warmup_s,
-            "concurrency": list(options.concurrency),
-            "gateway_replicas": options.gateway_replicas,
-            "rounds": rounds,
-        },
+        **results_header("telemetry", options, started=started, rounds=rounds),
         "measured": measured,
         "summary": summary(measured, top=max(options.concurrency)),
     }
