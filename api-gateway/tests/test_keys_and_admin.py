@@ -116,6 +116,25 @@ async def test_a_change_made_through_another_replica_applies_on_the_next_request
         ]
 
 
+async def test_a_refused_key_stays_refused_when_redis_reverts_to_an_older_version(
+    open_gateway: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
+    downstream: Downstream,
+    redis_client: redis.Redis,
+) -> None:
+    """The stale verification is forgotten when found stale: Redis restored from an older
+    snapshot (version 0 again) cannot bring the revoked key back from the cache."""
+    downstream.override("auth", "/auth/keys/revoke", reply(200, {"userId": USER_ID, "version": 1}))
+    async with open_gateway() as first, open_gateway() as second:
+        assert (await second.get("/test", headers=KEY)).status_code == 200
+        assert (await first.delete("/v1/keys/current", headers=KEY)).status_code == 200
+        downstream.override(
+            "auth", "/auth/verify", reply(401, {"message": "Invalid API key", "code": "x"})
+        )
+        assert (await second.get("/test", headers=KEY)).status_code == 401
+        await redis_client.set(version_key(USER_ID), 0)  # the version from before the change
+        assert (await second.get("/test", headers=KEY)).status_code == 401
+
+
 async def test_a_plan_change_on_another_replica_applies_on_the_next_request(
     open_gateway: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
     downstream: Downstream,

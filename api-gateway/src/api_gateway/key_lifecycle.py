@@ -82,11 +82,13 @@ class KeyLifecycle:
             await self._failures.failed(network)
             raise invalid_key()
         cached = self._cache.get(presented)
-        if cached is not None and await self._versions.is_current(
-            cached.user.userId, cached.version, presented
-        ):
-            self._hits.inc()
-            return cached.user
+        if cached is not None:
+            if await self._versions.is_current(cached.user.userId, cached.version, presented):
+                self._hits.inc()
+                return cached.user
+            # Stale: forgotten now, so a later read of an older version (Redis restored from an
+            # earlier snapshot) cannot bring it back after auth-service has refused the key.
+            self._cache.invalidate(presented)
         self._misses.inc()
         await self._failures.check(network)
         started = self._cache.now()
