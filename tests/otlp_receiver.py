@@ -48,6 +48,12 @@ class ReceivedSpan:
     parent_span_id: str
     trace_state: str
     attributes: Mapping[str, AttributeValue]
+    start_ns: int = 0  # Unix time in nanoseconds
+    end_ns: int = 0
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
 
 
 def any_value(value: AnyValue) -> AttributeValue:
@@ -87,6 +93,8 @@ def decode_spans(body: bytes) -> list[ReceivedSpan]:
                         parent_span_id=span.parent_span_id.hex(),
                         trace_state=span.trace_state,
                         attributes=attributes(list(span.attributes)),
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
                     )
                 )
     return received

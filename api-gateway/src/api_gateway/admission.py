@@ -80,9 +80,11 @@ async def admit(
     turn: ChatTurn,
     call: ModelCall,
     limiter: SlidingWindowLimiter,
+    early: bool = False,
 ) -> Admitted:
     """Rate limit, then reserve; both refusals are logged as attempts and carry their headers.
-    A chat the quota refuses gives its place in the rate-limit window back."""
+    A chat the quota refuses gives its place in the rate-limit window back. `early`: the model
+    call may start during the reservation (a plain answer; see ChatTurn.reserve)."""
     check_prompt_length(call, turn.settings)
     try:
         decision = await count_request(request, limiter, turn.settings, turn.user)
@@ -90,7 +92,7 @@ async def admit(
         await turn.log_rate_limited(call.model)
         raise
     try:
-        admitted = await turn.reserve(call)
+        admitted = await turn.reserve(call, early=early)
     except ForbiddenError:
         key, _, _ = user_window(turn.user, turn.settings)
         record_requests(request.scope, await limiter.refund(key, decision))

@@ -32,6 +32,7 @@ from infergate_common.errors import AppError, UpstreamUnavailableError
 from redis.exceptions import RedisError
 
 from api_gateway.clients import UsageClient
+from api_gateway.quota_room import QuotaRoom
 from api_gateway.settlement_outbox import SettlementOutbox
 from api_gateway.settler import Settler
 from api_gateway.telemetry import GatewayMetrics
@@ -49,8 +50,11 @@ class Billing:
         settler: Settler,
         mark_ms: int,
         metrics: GatewayMetrics,
+        room_seconds: float = 30.0,
     ) -> None:
         self._usage = usage
+        # What each user's month had left after their last reservation (a hint, see quota_room).
+        self.room = QuotaRoom(max_age_s=room_seconds)
         self._metrics = metrics
         self._outbox = outbox
         self._settler = settler
@@ -61,6 +65,7 @@ class Billing:
         try:
             reservation = await self._usage.reserve(request)
         except AppError as exc:
+            self.room.forget(request.user_id)
             self._metrics.reservations.labels(
                 "refused" if exc.status_code == 403 else "failed"
             ).inc()
@@ -71,6 +76,7 @@ class Billing:
             self._metrics.reservations.labels("failed").inc()
             self._release_unknown(request, RequestStatus.CANCELLED)
             raise
+        self.room.saw(request.user_id, reservation.remaining_tokens)
         self._metrics.reservations.labels("granted").inc()
         self._metrics.quota_tokens.labels("reserved").inc(reservation.reserved_tokens)
         return reservation

@@ -11,6 +11,7 @@ bound plus the chunks sent; one that sent nothing is released.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -24,7 +25,15 @@ from infergate_common.errors import AppError, UpstreamTimeoutError, UpstreamUnav
 
 from api_gateway.billing import Billing
 from api_gateway.chat_cache import admit_hit, finish_hit, replay_hit
-from api_gateway.chat_events import Admitted, Delta, Failed, Finished, StreamEvent, budget_after
+from api_gateway.chat_events import (
+    Admitted,
+    Delta,
+    EarlyCall,
+    Failed,
+    Finished,
+    StreamEvent,
+    budget_after,
+)
 from api_gateway.circuit_breaker import CircuitBreakers
 from api_gateway.clients import AiClient, UsageClient
 from api_gateway.config import Settings
@@ -91,11 +100,16 @@ class ChatTurn:
         except AppError as exc:
             _log.warning("attempt_log_failed", code=exc.error_code)
 
-    async def reserve(self, call: ModelCall) -> Admitted:
+    async def reserve(self, call: ModelCall, *, early: bool = False) -> Admitted:
         """Hold the worst case, or what is left if it covers the prompt's bound and some output
         (the output is then capped to fit); 403 when not even that is left. An open circuit
         refuses first (503), so nothing is reserved for a failing model. A request the response
-        cache answers is admitted as a hit (see chat_cache), whatever the circuit's state."""
+        cache answers is admitted as a hit (see chat_cache), whatever the circuit's state.
+
+        `early` (a plain answer, EARLY_MODEL_CALL): when the user's month had ample room at their
+        last reservation (quota_room), the model call starts now, while the reservation is being
+        made, and is cancelled if the reservation is refused or caps the output below the call's;
+        its answer is used only once the reservation is granted (see `complete`)."""
         entry = None
         if self.cache is not None:
             entry = self.cache.entry(
@@ -117,28 +131,58 @@ class ChatTurn:
             model=call.model,
             started_at=self.started_at,
         )
+        started = self._start_early(request, call) if early else None
         try:
             reservation = await self.billing.reserve(request)
         except BaseException:
             breaker.record_abandoned()
+            if started is not None:
+                started.abandon()
             raise
         output_cap = reservation.reserved_tokens - call.prompt_bound()
         if output_cap != call.max_tokens:
             entry = None  # an answer cut short by the quota is not the request's answer
+            if started is not None:  # asked for more output than was reserved: asked again
+                started.abandon()
+                started = None
         return Admitted(
-            call.model_copy(update={"max_tokens": output_cap}), reservation, cache_entry=entry
+            call.model_copy(update={"max_tokens": output_cap}),
+            reservation,
+            cache_entry=entry,
+            early=started,
         )
+
+    def _start_early(self, request: ReservationRequest, call: ModelCall) -> EarlyCall | None:
+        settings = self.settings
+        room = request.tokens * settings.early_model_call_margin
+        if not settings.early_model_call or not self.billing.room.covers(request.user_id, room):
+            return None
+        model_time = ModelTime()
+        task = asyncio.create_task(self._generate(call, model_time))
+        task.add_done_callback(_retrieved)
+        return EarlyCall(task, model_time)
+
+    async def _generate(self, call: ModelCall, model_time: ModelTime) -> Generation:
+        observed = self.telemetry.model_call(call, model_time)
+        with observed:
+            generation = await self.ai.generate(call)
+            observed.answered(generation)
+        return generation
 
     async def complete(self, admitted: Admitted) -> Finished:
         if admitted.hit is not None:
             return await finish_hit(self, admitted)
         call, reservation = admitted.call, admitted.reservation
         breaker = self.breakers.for_model(call.model)
-        observed = self.telemetry.model_call(call, self.model_time)
+        early = admitted.early
         try:
-            with observed:
-                generation = await self.ai.generate(call)
-                observed.answered(generation)
+            if early is None:
+                generation = await self._generate(call, self.model_time)
+            else:
+                try:
+                    generation = await early.task  # cancelled with this request
+                finally:
+                    self.model_time.seconds = early.model_time.seconds
         except AppError as exc:
             _judge(breaker, exc)
             await self.billing.settle_shielded(
@@ -266,6 +310,12 @@ class ChatTurn:
         answer = CachedAnswer.of(generation, chunks)
         if answer is not None:
             self.cache.remember(admitted.cache_entry, answer)
+
+
+def _retrieved(task: asyncio.Task[Generation]) -> None:
+    """An early call's outcome is read by `complete`, or by nobody once abandoned."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _judge(breaker: CircuitBreaker, ending: Generation | AppError | None) -> None:

@@ -3,7 +3,8 @@ end with what was charged, or a failure)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from infergate_common.billing import Reservation, Settlement
 from infergate_common.errors import AppError
@@ -11,6 +12,7 @@ from infergate_common.errors import AppError
 from api_gateway.rate_limit_headers import TokenBudget
 from api_gateway.response_cache import CachedAnswer, CacheEntry
 from api_gateway.schemas import Generation, ModelCall
+from api_gateway.telemetry import ModelTime
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,18 @@ StreamEvent = Delta | Finished | Failed
 
 
 @dataclass(frozen=True)
+class EarlyCall:
+    """A model call started while its reservation was being made (see ChatTurn.reserve)."""
+
+    task: asyncio.Task[Generation]
+    model_time: ModelTime = field(default_factory=ModelTime)  # its own, until it is used
+
+    def abandon(self) -> None:
+        """Cancel it (the reservation was refused, or capped the output below its call's)."""
+        self.task.cancel()
+
+
+@dataclass(frozen=True)
 class Admitted:
     """A chat allowed to run: its call (output capped to what was reserved) and reservation."""
 
@@ -46,6 +60,7 @@ class Admitted:
     reservation: Reservation
     cache_entry: CacheEntry | None = None  # where the answer is kept (None: not cached)
     hit: CachedAnswer | None = None  # the kept answer that answers it (no model call)
+    early: EarlyCall | None = None  # its model call, already started
 
 
 def budget_after(reservation: Reservation, settlement: Settlement) -> TokenBudget:

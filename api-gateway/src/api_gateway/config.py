@@ -111,6 +111,13 @@ class Settings(ServiceSettings):
     cache_shared: bool = False
     cache_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     cache_max_entry_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 32_768
+    # A plain (not streamed) chat's model call starts while its tokens are being reserved when
+    # the user's last reservation through this gateway (at most EARLY_MODEL_CALL_SECONDS ago)
+    # left at least EARLY_MODEL_CALL_MARGIN times the chat's worst case; the answer is still
+    # released only once the reservation is granted (refused: the call is cancelled, 403).
+    early_model_call: bool = True
+    early_model_call_margin: Annotated[int, Field(ge=1, le=1_000)] = 4
+    early_model_call_seconds: Annotated[int, Field(ge=1, le=3_600)] = 30
 
     @property
     def chat_deadline_seconds(self) -> int:

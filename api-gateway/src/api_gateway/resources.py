@@ -116,6 +116,7 @@ def open_resources(
         settler=settler,
         mark_ms=settings.chat_deadline_seconds * 1000,
         metrics=metrics,
+        room_seconds=settings.early_model_call_seconds,
     )
     _run_in_background(stack, keys.follow_changes())
     settler.start()

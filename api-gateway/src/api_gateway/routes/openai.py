@@ -59,7 +59,7 @@ async def chat_completions(
         seed=body.seed,
         stop=body.stop_list(),
     )
-    admitted = await admit(request, turn=turn, call=call, limiter=limiter)
+    admitted = await admit(request, turn=turn, call=call, limiter=limiter, early=not body.stream)
     ids = CompletionIds(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model)
     if body.stream:
         events = await first_event(turn.stream(admitted))

@@ -94,7 +94,7 @@ async def chat(
     call = turn.model_call(
         [{"role": "user", "content": body.prompt}], model=catalog.resolve(body.model)
     )
-    admitted = await admit(request, turn=turn, call=call, limiter=limiter)
+    admitted = await admit(request, turn=turn, call=call, limiter=limiter, early=not body.stream)
     if body.stream:
         events = await first_event(turn.stream(admitted))
         return event_stream(infergate_events(events))
