@@ -50,7 +50,7 @@ class Billing:
         settler: Settler,
         mark_ms: int,
         metrics: GatewayMetrics,
-        room_seconds: float = 30.0,
+        room_seconds: float = 600.0,
     ) -> None:
         self._usage = usage
         # What each user's month had left after their last reservation (a hint, see quota_room).
@@ -61,7 +61,14 @@ class Billing:
         self._mark_ms = mark_ms
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def reserve(self, request: ReservationRequest) -> Reservation:
+    async def reserve(
+        self, request: ReservationRequest, *, room: bool = True, timeout_s: float = 0.0
+    ) -> Reservation:
+        """Reserve; unless the user has `room` (see quota_room), first wait (at most
+        `timeout_s`) for the user's settlements still lingering here to be applied: a user near
+        the quota is told what their last chat really left, not what its reservation held."""
+        if not room and timeout_s > 0 and self._settler.pending_for(request.user_id):
+            await self._settler.applied_for(request.user_id, timeout_s=timeout_s)
         try:
             reservation = await self._usage.reserve(request)
         except AppError as exc:

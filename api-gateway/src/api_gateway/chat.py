@@ -109,7 +109,9 @@ class ChatTurn:
         `early` (a plain answer, EARLY_MODEL_CALL): when the user's month had ample room at their
         last reservation (quota_room), the model call starts now, while the reservation is being
         made, and is cancelled if the reservation is refused or caps the output below the call's;
-        its answer is used only once the reservation is granted (see `complete`)."""
+        its answer is used only once the reservation is granted (see `complete`). A user without
+        that room first has their settlements still lingering in this gateway applied, so what
+        their last chat left is what this one can reserve (see Billing.reserve)."""
         entry = None
         if self.cache is not None:
             entry = self.cache.entry(
@@ -131,9 +133,17 @@ class ChatTurn:
             model=call.model,
             started_at=self.started_at,
         )
-        started = self._start_early(request, call) if early else None
+        settings = self.settings
+        room = self.billing.room.covers(
+            request.user_id, request.tokens * settings.early_model_call_margin
+        )
+        started = None
+        if early and room and settings.early_model_call:
+            started = self._start_early(call)
         try:
-            reservation = await self.billing.reserve(request)
+            reservation = await self.billing.reserve(
+                request, room=room, timeout_s=settings.usage_timeout
+            )
         except BaseException:
             breaker.record_abandoned()
             if started is not None:
@@ -152,11 +162,7 @@ class ChatTurn:
             early=started,
         )
 
-    def _start_early(self, request: ReservationRequest, call: ModelCall) -> EarlyCall | None:
-        settings = self.settings
-        room = request.tokens * settings.early_model_call_margin
-        if not settings.early_model_call or not self.billing.room.covers(request.user_id, room):
-            return None
+    def _start_early(self, call: ModelCall) -> EarlyCall:
         model_time = ModelTime()
         task = asyncio.create_task(self._generate(call, model_time))
         task.add_done_callback(_retrieved)

@@ -100,6 +100,10 @@ class Settings(ServiceSettings):
     # or the database is down), and how often each gateway claims the settlements that are due.
     settlement_retry_seconds: PositiveFloat = 5.0
     settlement_claim_seconds: PositiveFloat = 1.0
+    # How long a recorded settlement may wait for others to be delivered with it (one call to
+    # usage-service and one database write for several chats; 0: each at once). A read of the
+    # user's own usage does not wait for it.
+    settlement_batch_ms: Annotated[int, Field(ge=0, le=1_000)] = 25
 
     # The response cache (Redis): how long an answer is kept (0: off, the default), what a hit is
     # charged, whether it caches every request (default: only deterministic ones, temperature 0
@@ -117,7 +121,7 @@ class Settings(ServiceSettings):
     # released only once the reservation is granted (refused: the call is cancelled, 403).
     early_model_call: bool = True
     early_model_call_margin: Annotated[int, Field(ge=1, le=1_000)] = 4
-    early_model_call_seconds: Annotated[int, Field(ge=1, le=3_600)] = 30
+    early_model_call_seconds: Annotated[int, Field(ge=1, le=86_400)] = 600
 
     @property
     def chat_deadline_seconds(self) -> int:

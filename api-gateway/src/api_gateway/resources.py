@@ -109,6 +109,7 @@ def open_resources(
         outbox=outbox,
         claim_interval_s=settings.settlement_claim_seconds,
         metrics=metrics,
+        linger_s=settings.settlement_batch_ms / 1000,
     )
     billing = Billing(
         usage=usage,

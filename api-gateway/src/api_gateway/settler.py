@@ -1,8 +1,10 @@
 """Delivering settlements to usage-service, off the user's wait.
 
-A recorded settlement (in the Redis outbox) is delivered at once by the gateway that recorded it,
-together with whatever else is waiting (one call per batch, one batch in flight: a busy gateway
-sends fewer, larger batches), and acknowledged in Redis once usage-service has applied it. What
+A recorded settlement (in the Redis outbox) is delivered by the gateway that recorded it within
+`linger_s` (SETTLEMENT_BATCH_MS), together with whatever else is waiting (one call per batch, one
+batch in flight: a busy gateway sends fewer, larger batches; the linger gives a quiet one batches
+too), and acknowledged in Redis once usage-service has applied it. A reader of a user's usage
+waiting for the user's settlements (`applied_for`) has them sent at once. What
 could not be delivered stays in the outbox, and every gateway claims what is due there each
 `SETTLEMENT_CLAIM_SECONDS`: settlements of a gateway that died, of an outage of usage-service or
 the database, and streams charged in full because their gateway never finished them.
@@ -42,8 +44,11 @@ class Settler:
         outbox: SettlementOutbox,
         claim_interval_s: float,
         metrics: GatewayMetrics,
+        linger_s: float = 0.0,
     ) -> None:
         self._usage = usage
+        self._linger_s = linger_s
+        self._hurry = asyncio.Event()  # send what is queued now (a reader waits, or closing)
         self._metrics = metrics
         self._outbox = outbox
         self._claim_interval_s = claim_interval_s
@@ -58,9 +63,11 @@ class Settler:
         self._claimer = asyncio.create_task(self._claim_forever())
 
     def dispatch(self, settlement: Settlement) -> None:
-        """Deliver a recorded settlement now, with others that are waiting."""
+        """Deliver a recorded settlement soon (within the linger), with others that are waiting."""
         self._pending[settlement.user_id] += 1
         self._queue.append(settlement)
+        if len(self._queue) >= _BATCH:
+            self._hurry.set()
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_batches())
 
@@ -73,12 +80,17 @@ class Settler:
         """Apply settlements now (raises the usage client's errors)."""
         await self._usage.settle_many(settlements)
 
+    def pending_for(self, user_id: str) -> bool:
+        """Whether settlements of the user from this process are still to be applied."""
+        return self._pending[user_id] > 0
+
     async def applied_for(self, user_id: str, *, timeout_s: float) -> None:
         """Wait (at most `timeout_s`) until this process's settlements of the user are applied,
         so a user's next read of their usage shows their last chat."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 while self._pending[user_id] > 0:
+                    self._hurry.set()
                     self._settled.clear()
                     await self._settled.wait()
 
@@ -86,6 +98,7 @@ class Settler:
         """Stop claiming; deliver what is queued and what only this process holds."""
         if self._claimer is not None:
             await cancel_and_wait(self._claimer)
+        self._hurry.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 while self._sender is not None:
@@ -99,12 +112,17 @@ class Settler:
 
     async def _send_batches(self) -> None:
         try:
+            if self._linger_s > 0 and not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._linger_s):
+                        await self._hurry.wait()
             while self._queue:
                 batch = self._queue[:_BATCH]
                 del self._queue[:_BATCH]
                 await self._send(batch)
         finally:
             self._sender = None
+            self._hurry.clear()
 
     async def _send(self, batch: list[Settlement]) -> None:
         try:
