@@ -121,15 +121,7 @@ class Downstream:
                 },
             )
         if (service, path) == ("usage", "/usage/reserve"):
-            return httpx.Response(
-                201,
-                json={
-                    "reservationId": body["reservationId"],
-                    "reservedTokens": body["tokens"],
-                    "monthlyTokenLimit": 5000,
-                    "remainingTokens": 5000 - body["tokens"],
-                },
-            )
+            return reservation(body)
         if (service, path) == ("usage", "/usage/settlements"):
             results = [
                 {
@@ -159,6 +151,23 @@ class Downstream:
         if (service, path) == ("ai", "/ai/generate"):
             return httpx.Response(200, json=self.generation)
         return httpx.Response(404, json={"message": "Not found", "code": "not_found"})
+
+
+def reservation(
+    body: Any, *, reserved: int | None = None, remaining: int | None = None
+) -> httpx.Response:
+    """usage-service granting the reservation `body` asks for: its worst case unless `reserved`,
+    out of a month of 5000 that has `remaining` left after it (default: 5000 minus it)."""
+    tokens = body["tokens"] if reserved is None else reserved
+    return httpx.Response(
+        201,
+        json={
+            "reservationId": body["reservationId"],
+            "reservedTokens": tokens,
+            "monthlyTokenLimit": 5000,
+            "remainingTokens": 5000 - tokens if remaining is None else remaining,
+        },
+    )
 
 
 def gateway_settings(redis_port: int, **overrides: Any) -> Settings:

@@ -1,5 +1,6 @@
 """A plain chat's model call starts while its tokens are reserved, for a user with room left
-(EARLY_MODEL_CALL): the answer is still released only once the reservation is granted.
+(EARLY_MODEL_CALL=true; off by default): the answer is still released only once the reservation
+is granted.
 
 The order of the internal calls is what is checked: each stand-in waits for, or records, the
 other, so a gateway that does not overlap them (or overlaps when it must not) fails the test,
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from api_gateway.quota_room import QuotaRoom
-from gateway_downstream import DONE, VALID_KEY, Downstream
+from gateway_downstream import DONE, VALID_KEY, Downstream, reservation
 
 from conftest import Opener
 
@@ -62,7 +63,8 @@ def observe(downstream: Downstream, order: Order, *, reserve_waits_for_model: bo
 
 @pytest.fixture
 async def gateway(open_gateway: Opener) -> AsyncIterator[httpx.AsyncClient]:
-    async with open_gateway(settlement_batch_ms=0) as client:  # each settlement sent at once
+    # Turned on (it is off by default); each settlement sent at once.
+    async with open_gateway(early_model_call=True, settlement_batch_ms=0) as client:
         yield client
 
 
@@ -134,16 +136,8 @@ async def test_a_user_short_of_room_waits_for_the_reservation(
 ) -> None:
     def little_left(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        return httpx.Response(
-            201,
-            json={
-                "reservationId": body["reservationId"],
-                "reservedTokens": body["tokens"],
-                "monthlyTokenLimit": 5000,
-                # Twice the chat's worst case: under the default margin of four.
-                "remainingTokens": 2 * body["tokens"],
-            },
-        )
+        # Twice the chat's worst case left: under the default margin of four.
+        return reservation(body, remaining=2 * body["tokens"])
 
     downstream.override("usage", "/usage/reserve", little_left)
     assert (await chat(gateway)).status_code == 200
@@ -153,8 +147,8 @@ async def test_a_user_short_of_room_waits_for_the_reservation(
     assert order.seen == ["reserve", "reserved", "generate"]
 
 
-async def test_early_calls_can_be_turned_off(open_gateway: Opener, downstream: Downstream) -> None:
-    async with open_gateway(early_model_call=False) as gateway:
+async def test_early_calls_are_off_by_default(open_gateway: Opener, downstream: Downstream) -> None:
+    async with open_gateway() as gateway:
         assert (await chat(gateway)).status_code == 200
         order = Order()
         observe(downstream, order, reserve_waits_for_model=False)
@@ -191,15 +185,8 @@ async def test_a_reservation_short_of_the_worst_case_calls_the_model_again_cappe
     async def short(request: httpx.Request) -> httpx.Response:
         await order.wait_for("generate")
         body = json.loads(request.content)
-        return httpx.Response(
-            201,
-            json={
-                "reservationId": body["reservationId"],
-                "reservedTokens": body["minTokens"] + 10,  # ten tokens of output left
-                "monthlyTokenLimit": 5000,
-                "remainingTokens": 0,
-            },
-        )
+        # Ten tokens of output left.
+        return reservation(body, reserved=body["minTokens"] + 10, remaining=0)
 
     async def generate(request: httpx.Request) -> httpx.Response:
         calls.append(json.loads(request.content)["maxTokens"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
-from gateway_downstream import VALID_KEY, Downstream
+from gateway_downstream import VALID_KEY, Downstream, reservation
 
 from conftest import Opener
 
@@ -70,13 +70,8 @@ async def test_a_user_near_the_quota_has_the_last_chat_settled_before_reserving(
 ) -> None:
     def little_left(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        reservation = {
-            "reservationId": body["reservationId"],
-            "reservedTokens": body["tokens"],
-            "monthlyTokenLimit": 5000,
-            "remainingTokens": body["tokens"],  # room for one more chat, not four
-        }
-        return httpx.Response(201, json=reservation)
+        # Room for one more chat, not four.
+        return reservation(body, remaining=body["tokens"])
 
     downstream.override("usage", "/usage/reserve", little_left)
     async with open_gateway(settlement_batch_ms=LINGER_MS) as gateway:

@@ -118,8 +118,10 @@ class Settings(ServiceSettings):
     # A plain (not streamed) chat's model call starts while its tokens are being reserved when
     # the user's last reservation through this gateway (at most EARLY_MODEL_CALL_SECONDS ago)
     # left at least EARLY_MODEL_CALL_MARGIN times the chat's worst case; the answer is still
-    # released only once the reservation is granted (refused: the call is cancelled, 403).
-    early_model_call: bool = True
+    # released only once the reservation is granted (refused: the call is cancelled, 403). Off
+    # by default: on 2 shared cores the two overlapped paths compete for the same CPU, and the
+    # benchmark measured no gain at c=1 and less throughput at c=32 (bench/README.md).
+    early_model_call: bool = False
     early_model_call_margin: Annotated[int, Field(ge=1, le=1_000)] = 4
     early_model_call_seconds: Annotated[int, Field(ge=1, le=86_400)] = 600
 
