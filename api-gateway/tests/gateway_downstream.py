@@ -7,6 +7,7 @@ import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ DONE = {
 }
 
 Reply = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
+# The `open_gateway` fixture: a gateway on these stand-ins, with settings overridden.
+Opener = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @dataclass

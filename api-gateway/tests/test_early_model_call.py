@@ -16,9 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from api_gateway.quota_room import QuotaRoom
-from gateway_downstream import DONE, VALID_KEY, Downstream, reservation
-
-from conftest import Opener
+from gateway_downstream import DONE, VALID_KEY, Downstream, Opener, reservation
 
 KEY = {"x-api-key": VALID_KEY}
 GUARD_S = 10.0  # how long a stand-in waits for the other before the test is failed

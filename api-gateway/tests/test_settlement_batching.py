@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
-from gateway_downstream import VALID_KEY, Downstream, reservation
-
-from conftest import Opener
+from gateway_downstream import VALID_KEY, Downstream, Opener, reservation
 
 KEY = {"x-api-key": VALID_KEY}
 LINGER_MS = 1_000  # far longer than three chats take here
