@@ -4,7 +4,8 @@ direct,healthz,chat,openai,litellm,litellm-2] ...`
 `python -m bench edge [--users 200]`: a normal client's chats with and without abusive hosts
 `python -m bench telemetry [--rounds 2]`: metrics and tracing against both off, in one run
 `python -m bench backends [--backends 1,2,3] [--rounds 2]`: chat through 1, 2, 3 test LLMs
-`python -m bench cache`: a response-cache hit against a miss (and an uncached chat)"""
+`python -m bench cache`: a response-cache hit against a miss (and an uncached chat)
+`python -m bench hops [--chats 300]`: where one chat's time goes at c=1, hop by hop (traced)"""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from infergate_devstack.cli import parse_replicas
 from bench.backends import run_backends
 from bench.cache import run_cache
 from bench.edge import edge_table, run_edge
+from bench.hops import hops_table, run_hops
 from bench.plot import plot
 from bench.points import Options
 from bench.report import (
@@ -50,7 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "mode",
         nargs="?",
-        choices=("run", "soak", "edge", "telemetry", "backends", "cache"),
+        choices=("run", "soak", "edge", "telemetry", "backends", "cache", "hops"),
         default="run",
     )
     parser.add_argument("--users", type=int, default=2000, help="users registered (2000)")
@@ -63,6 +65,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--backends", type=_ints, default=[1, 2, 3], help="of backends: test LLMs (1,2,3)"
     )
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the soak (5)")
+    parser.add_argument("--chats", type=int, default=300, help="of hops: chats traced (300)")
     parser.add_argument("--log-level", default="info", help="LOG_LEVEL of the services (info)")
     parser.add_argument(
         "--label", default=None, help="results name: <label>.json/.png (latest / soak-latest)"
@@ -122,6 +125,10 @@ def main(argv: list[str]) -> int:
         results = run_cache(options)
         text = cache_table(results)
         label = args.label or "cache-latest"
+    elif args.mode == "hops":
+        results = run_hops(options, chats=args.chats)
+        text = hops_table(results)
+        label = args.label or "hops-latest"
     elif args.mode == "edge":
         results = run_edge(options)
         text = edge_table(results)

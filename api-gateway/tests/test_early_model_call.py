@@ -1,6 +1,5 @@
 """A plain chat's model call starts while its tokens are reserved, for a user with room left
-(EARLY_MODEL_CALL=true; off by default): the answer is still released only once the reservation
-is granted.
+(EARLY_MODEL_CALL): the answer is still released only once the reservation is granted.
 
 The order of the internal calls is what is checked: each stand-in waits for, or records, the
 other, so a gateway that does not overlap them (or overlaps when it must not) fails the test,
@@ -61,8 +60,7 @@ def observe(downstream: Downstream, order: Order, *, reserve_waits_for_model: bo
 
 @pytest.fixture
 async def gateway(open_gateway: Opener) -> AsyncIterator[httpx.AsyncClient]:
-    # Turned on (it is off by default); each settlement sent at once.
-    async with open_gateway(early_model_call=True, settlement_batch_ms=0) as client:
+    async with open_gateway(settlement_batch_ms=0) as client:  # each settlement sent at once
         yield client
 
 
@@ -145,8 +143,8 @@ async def test_a_user_short_of_room_waits_for_the_reservation(
     assert order.seen == ["reserve", "reserved", "generate"]
 
 
-async def test_early_calls_are_off_by_default(open_gateway: Opener, downstream: Downstream) -> None:
-    async with open_gateway() as gateway:
+async def test_early_calls_can_be_turned_off(open_gateway: Opener, downstream: Downstream) -> None:
+    async with open_gateway(early_model_call=False) as gateway:
         assert (await chat(gateway)).status_code == 200
         order = Order()
         observe(downstream, order, reserve_waits_for_model=False)

@@ -103,7 +103,7 @@ class Settings(ServiceSettings):
     # How long a recorded settlement may wait for others to be delivered with it (one call to
     # usage-service and one database write for several chats; 0: each at once). A read of the
     # user's own usage does not wait for it.
-    settlement_batch_ms: Annotated[int, Field(ge=0, le=1_000)] = 25
+    settlement_batch_ms: Annotated[int, Field(ge=0, le=1_000)] = 0
 
     # The response cache (Redis): how long an answer is kept (0: off, the default), what a hit is
     # charged, whether it caches every request (default: only deterministic ones, temperature 0
@@ -118,10 +118,8 @@ class Settings(ServiceSettings):
     # A plain (not streamed) chat's model call starts while its tokens are being reserved when
     # the user's last reservation through this gateway (at most EARLY_MODEL_CALL_SECONDS ago)
     # left at least EARLY_MODEL_CALL_MARGIN times the chat's worst case; the answer is still
-    # released only once the reservation is granted (refused: the call is cancelled, 403). Off
-    # by default: on 2 shared cores the two overlapped paths compete for the same CPU, and the
-    # benchmark measured no gain at c=1 and less throughput at c=32 (bench/README.md).
-    early_model_call: bool = False
+    # released only once the reservation is granted (refused: the call is cancelled, 403).
+    early_model_call: bool = True
     early_model_call_margin: Annotated[int, Field(ge=1, le=1_000)] = 4
     early_model_call_seconds: Annotated[int, Field(ge=1, le=86_400)] = 600
 
