@@ -123,6 +123,40 @@ async def test_a_settlement_moves_the_figures_so_the_next_reservation_needs_no_r
     assert commands.names == ["update"]
 
 
+async def test_a_reservation_arriving_while_a_settlement_is_written_needs_no_read(
+    usage: AsyncCollection[Document], commands: Commands
+) -> None:
+    """The settlement of a user's last chat is often still being written when their next chat
+    reserves (at c=1 the two meet on every other chat): the reservation's compare-and-set must
+    expect the figures as that settlement leaves them, not read them back."""
+    repository = replica(usage)
+    rid = uuid.uuid4().hex
+    await repository.reserve(hold(300, rid=rid), limit=LIMIT)
+    commands.names.clear()
+    settled, quota = await asyncio.gather(
+        repository.settle(
+            key=usage_key("u1", PERIOD), reservation_id=rid, reserved=300, charge=120
+        ),
+        reserve(repository, 10),
+    )
+    assert settled
+    assert quota == Quota(LIMIT, LIMIT - 120 - 10)
+    assert "find" not in commands.names
+    assert (await stored(usage))["remainingTokens"] == LIMIT - 120 - 10
+
+
+async def test_a_settlement_that_did_not_apply_leaves_no_wrong_figures(
+    usage: AsyncCollection[Document],
+) -> None:
+    repository = replica(usage)
+    await reserve(repository, 300)
+    not_open = await repository.settle(
+        key=usage_key("u1", PERIOD), reservation_id=uuid.uuid4().hex, reserved=300, charge=120
+    )
+    assert not not_open
+    assert await reserve(repository, 10) == Quota(LIMIT, LIMIT - 300 - 10)
+
+
 async def test_a_limit_change_is_never_reported_with_old_figures(
     usage: AsyncCollection[Document],
 ) -> None:

@@ -187,29 +187,38 @@ class UsageRepository:
 
         Batched (see group_commit) as an upsert that cannot insert: when no open reservation
         matches, the document it would insert has `open` as {"rid": ...}, which $pull refuses
-        (BadValue), so "not open" is an error of its own and nothing is inserted."""
-        applied = await self._writes.write(
-            UpdateOne(
-                {
-                    "_id": key,
-                    "open.rid": reservation_id,
-                    "open": {"$elemMatch": {"rid": reservation_id, "t": reserved}},
-                },
-                {
-                    "$inc": {
-                        "usedTokens": charge,
-                        "reservedTokens": -reserved,
-                        "remainingTokens": reserved - charge,
+        (BadValue), so "not open" is an error of its own and nothing is inserted.
+
+        The figures last seen move as the settlement is queued, not once it is written: a
+        reservation queued after it (the user's next chat, often) is written after it too, so its
+        compare-and-set expects what the settlement leaves. Were it not applied, they are
+        forgotten (the next reservation reads the document)."""
+        self._hints.shift(key, reserved - charge)
+        applied = False
+        try:
+            applied = await self._writes.write(
+                UpdateOne(
+                    {
+                        "_id": key,
+                        "open.rid": reservation_id,
+                        "open": {"$elemMatch": {"rid": reservation_id, "t": reserved}},
                     },
-                    "$pull": {"open": {"rid": reservation_id}},
-                    "$set": {"updatedAt": datetime.now(UTC)},
-                },
-                upsert=True,
-            ),
-            refused=_NOT_APPLIED,
-        )
-        if applied:
-            self._hints.shift(key, reserved - charge)
+                    {
+                        "$inc": {
+                            "usedTokens": charge,
+                            "reservedTokens": -reserved,
+                            "remainingTokens": reserved - charge,
+                        },
+                        "$pull": {"open": {"rid": reservation_id}},
+                        "$set": {"updatedAt": datetime.now(UTC)},
+                    },
+                    upsert=True,
+                ),
+                refused=_NOT_APPLIED,
+            )
+        finally:
+            if not applied:
+                self._hints.forget(key)
         return applied
 
     async def settle_late(
