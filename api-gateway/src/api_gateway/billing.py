@@ -144,9 +144,13 @@ class Billing:
         `instead_of` is the stream's mark: when its deadline passed first, the chat is charged in
         full, and that is what the client is told. `required`: raise 503 when the charge cannot
         be saved anywhere (a plain answer, still withheld); otherwise it is kept in process."""
+        applied = self._settler.take_applied()
         try:
-            recorded = await self._outbox.record(settlement, marked=instead_of is not None)
+            recorded = await self._outbox.record(
+                settlement, marked=instead_of is not None, applied=applied
+            )
         except RedisError as exc:
+            self._settler.give_back(applied)
             self._metrics.redis_errors.labels("settlement_outbox").inc()
             _log.warning("settlement_outbox_unavailable", error_type=type(exc).__name__)
             return await self._settle_directly(settlement, required=required)

@@ -22,6 +22,7 @@ acknowledged in its last moments (its replication lag, normally milliseconds).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from infergate_common.billing import Settlement
@@ -46,11 +47,16 @@ return 1
 """
 )
 
-# KEYS: records, due, inflight. ARGV: reservation id, settlement, lease ms, 1 if marked.
+# KEYS: records, due, inflight. ARGV: reservation id, settlement, lease ms, 1 if marked, then
+# the ids of settlements applied since (acknowledged in the same round trip: see Settler).
 # Returns 0 when a marked stream's deadline passed first (it is charged in full), else 1.
 _RECORD = (
     _NOW
     + """
+for i = 5, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[2], ARGV[i])
+end
 if ARGV[4] == '1' and redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then
   return 0
 end
@@ -122,14 +128,18 @@ class SettlementOutbox:
         keys = [self._keys.records, self._keys.inflight]
         await self._mark(keys=keys, args=[in_full.reservation_id, _json(in_full), deadline_ms])
 
-    async def record(self, settlement: Settlement, *, marked: bool) -> bool:
-        """Record a chat's settlement; False when it was marked and its deadline passed first."""
+    async def record(
+        self, settlement: Settlement, *, marked: bool, applied: Sequence[str] = ()
+    ) -> bool:
+        """Record a chat's settlement; False when it was marked and its deadline passed first.
+        `applied`: settlements applied to the ledger since, acknowledged in the same call."""
         keys = [self._keys.records, self._keys.due, self._keys.inflight]
         args: list[str | int] = [
             settlement.reservation_id,
             _json(settlement),
             self._lease_ms,
             int(marked),
+            *applied,
         ]
         return bool(await self._record(keys=keys, args=args))
 

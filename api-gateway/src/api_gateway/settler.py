@@ -3,8 +3,11 @@
 A recorded settlement (in the Redis outbox) is delivered by the gateway that recorded it within
 `linger_s` (SETTLEMENT_BATCH_MS), together with whatever else is waiting (one call per batch, one
 batch in flight: a busy gateway sends fewer, larger batches; the linger gives a quiet one batches
-too), and acknowledged in Redis once usage-service has applied it. A reader of a user's usage
-waiting for the user's settlements (`applied_for`) has them sent at once. What
+too), and acknowledged in Redis once usage-service has applied it: with the next settlement this
+gateway records (the same round trip), or within `ACK_LINGER_S` if none comes (an applied
+settlement left in the outbox a moment longer is harmless: its lease is far longer, and applying
+it again would change nothing). A reader of a user's usage waiting for the user's settlements
+(`applied_for`) has them sent at once. What
 could not be delivered stays in the outbox, and every gateway claims what is due there each
 `SETTLEMENT_CLAIM_SECONDS`: settlements of a gateway that died, of an outage of usage-service or
 the database, and streams charged in full because their gateway never finished them.
@@ -34,6 +37,7 @@ from api_gateway.telemetry import GatewayMetrics
 
 _log = structlog.get_logger("settler")
 _BATCH = 256
+ACK_LINGER_S = 0.25  # well within the outbox lease (SETTLEMENT_RETRY_SECONDS)
 
 
 class Settler:
@@ -58,6 +62,8 @@ class Settler:
         self._pending = Counter[str]()  # per user: settlements of this process not yet applied
         self._settled = asyncio.Event()
         self._claimer: asyncio.Task[None] | None = None
+        self._applied: list[str] = []  # applied to the ledger, not yet acknowledged in Redis
+        self._acker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._claimer = asyncio.create_task(self._claim_forever())
@@ -79,6 +85,17 @@ class Settler:
     async def deliver(self, settlements: list[Settlement]) -> None:
         """Apply settlements now (raises the usage client's errors)."""
         await self._usage.settle_many(settlements)
+
+    def take_applied(self) -> list[str]:
+        """The ids of applied settlements still to acknowledge, for the caller to acknowledge
+        with its next outbox write (`give_back` if that write fails)."""
+        applied, self._applied = self._applied, []
+        return applied
+
+    def give_back(self, applied: list[str]) -> None:
+        if applied:
+            self._applied.extend(applied)
+            self._ack_soon()
 
     def pending_for(self, user_id: str) -> bool:
         """Whether settlements of the user from this process are still to be applied."""
@@ -109,6 +126,9 @@ class Settler:
                     await asyncio.sleep(0.2)
         for settlement in self._unrecorded.values():
             _log.error("settlement_lost", reservation_id=settlement.reservation_id)
+        if self._acker is not None:
+            await cancel_and_wait(self._acker)
+        await self._acknowledge(self.take_applied())
 
     async def _send_batches(self) -> None:
         try:
@@ -127,17 +147,41 @@ class Settler:
     async def _send(self, batch: list[Settlement]) -> None:
         try:
             await self.deliver(batch)
-            await self._outbox.acknowledge([s.reservation_id for s in batch])
-        except (AppError, RedisError) as exc:
-            self._count_redis_error(exc)
+        except AppError as exc:
             # Still in the outbox: claimed again once its lease runs out.
             _log.warning("settlement_delivery_failed", count=len(batch), error=str(exc))
+        else:
+            self._applied.extend(s.reservation_id for s in batch)
+            self._ack_soon()
         finally:
             for settlement in batch:
                 self._pending[settlement.user_id] -= 1
                 if self._pending[settlement.user_id] <= 0:
                     del self._pending[settlement.user_id]
             self._settled.set()
+
+    def _ack_soon(self) -> None:
+        if self._acker is None:
+            self._acker = asyncio.create_task(self._acknowledge_later())
+
+    async def _acknowledge_later(self) -> None:
+        try:
+            await asyncio.sleep(ACK_LINGER_S)
+            await self._acknowledge(self.take_applied())
+        finally:
+            self._acker = None
+        if self._applied:  # applied while this acknowledgement was under way
+            self._ack_soon()
+
+    async def _acknowledge(self, applied: list[str]) -> None:
+        if not applied:
+            return
+        try:
+            await self._outbox.acknowledge(applied)
+        except RedisError as exc:
+            # Left in the outbox: claimed and applied again (changing nothing) after the lease.
+            self._count_redis_error(exc)
+            _log.warning("settlement_ack_failed", count=len(applied), error=str(exc))
 
     async def _claim_forever(self) -> None:
         while True:
