@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -11,11 +15,49 @@ from typing import Any
 import httpx
 from infergate_common.billing import RequestStatus, ReservationRequest, Settlement
 from infergate_common.validation import Plan
+from infergate_devstack import install
+from infergate_devstack.components.datastores import MongoUsers, provision_mongo
 from infergate_devstack.ports import Ports
 from infergate_devstack.stack import Stack, StackConfig
+from infergate_devstack.stack_secrets import load_or_create
 
 # The stacks' ADMIN_TOKEN (the admin API is called on a gateway directly, never through nginx).
 ADMIN_TOKEN = "integration-admin-token-0123456789"
+
+
+@functools.cache
+def _provisioned_template() -> Path:
+    """A data directory whose SecantusDB already has the stack's users, made once per test
+    process (deleted at its exit)."""
+    template = Path(tempfile.mkdtemp(prefix="infergate-test-stack-"))
+    atexit.register(shutil.rmtree, template, ignore_errors=True)
+    secrets = load_or_create(template / "secrets.json")
+    users = MongoUsers(
+        root_password=secrets.mongo_root_password,
+        auth_password=secrets.mongo_auth_password,
+        usage_password=secrets.mongo_usage_password,
+    )
+    provision_mongo(
+        program=install.secantusd_program(),
+        data_dir=template / "mongo",
+        users=users,
+        log_path=template / "provision.log",
+    )
+    return template
+
+
+def provisioned(data_dir: Path) -> Path:
+    """`data_dir`, seeded (when empty) with a copy of the session's provisioned template: its
+    secrets and a SecantusDB that has the users. A fresh data directory would cost each stack a
+    SecantusDB start and stop to create them (about 3 s); the test stacks share the secrets, all
+    on loopback. A directory that holds a stack already is left as it is (restarts)."""
+    if data_dir.exists() and any(data_dir.iterdir()):
+        return data_dir
+    template = _provisioned_template()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(template / "secrets.json", data_dir / "secrets.json")
+    shutil.copytree(template / "mongo", data_dir / "mongo")
+    return data_dir
 
 
 def local_stack(
@@ -28,7 +70,7 @@ def local_stack(
 ) -> Stack:
     """A whole local stack on free loopback ports, with the test LLM (start it with `with`)."""
     config = StackConfig(
-        data_dir=data_dir,
+        data_dir=provisioned(data_dir),
         ports=Ports.free(),
         ollama_url=llm_url,
         env=dict(env),

@@ -20,7 +20,7 @@ from infergate_devstack.ports import Ports
 from infergate_devstack.stack import Stack, StackConfig
 
 from tests.backend_fleet import Fleet, concurrently, wait_until
-from tests.helpers import register, usage
+from tests.helpers import provisioned, register, usage
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +65,7 @@ def routed_stack(tmp_path_factory: pytest.TempPathFactory, fleet: Fleet) -> Iter
         "CIRCUIT_FAILURE_THRESHOLD": "1000",
     }
     # No ollama_url: the stack starts the embedded model, the routes' fallback group.
-    config = StackConfig(data_dir=directory / "stack", ports=ports, env=env)
+    config = StackConfig(data_dir=provisioned(directory / "stack"), ports=ports, env=env)
     with Stack(config) as stack:
         yield stack
 

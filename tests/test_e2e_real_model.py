@@ -16,7 +16,7 @@ import pytest
 from infergate_devstack.ports import Ports
 from infergate_devstack.stack import Stack, StackConfig
 
-from tests.helpers import register, usage
+from tests.helpers import provisioned, register, usage
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,9 @@ def model_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "FREE_RATE_LIMIT": "1000",
     }
     # No ollama_url: the stack starts the embedded model, as `make run` does without Ollama.
-    config = StackConfig(data_dir=tmp_path_factory.mktemp("e2e"), ports=Ports.free(), env=env)
+    config = StackConfig(
+        data_dir=provisioned(tmp_path_factory.mktemp("e2e")), ports=Ports.free(), env=env
+    )
     with Stack(config) as stack:
         yield stack
 

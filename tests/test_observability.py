@@ -35,7 +35,7 @@ from infergate_devstack.ports import Ports
 from infergate_devstack.stack import Stack
 
 from tests.fake_ollama_fixtures import FakeOllamaControl, FakeOllamaProcess
-from tests.helpers import chat, register
+from tests.helpers import chat, provisioned, register
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "observability" / "prometheus"
@@ -125,7 +125,7 @@ def observed(
     tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllamaProcess
 ) -> Iterator[Stack]:
     config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("observed"),
+        data_dir=provisioned(tmp_path_factory.mktemp("observed")),
         ports=Ports.free(),
         ollama_url=fake_ollama.url,
         env=ENV,
