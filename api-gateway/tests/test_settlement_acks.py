@@ -5,6 +5,7 @@ when the gateway shuts down. Real Redis; usage-service is a stand-in ledger."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -147,3 +148,29 @@ async def test_what_is_not_applied_stays_in_the_outbox(
     await gateway.settler.close(timeout_s=5)
     # Neither was applied: both wait for a claim, acknowledged by no record and no shutdown.
     assert await in_outbox(redis_client) == {failed.reservation_id, later.reservation_id}
+
+
+_REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request")
+
+
+async def test_the_later_ack_is_not_made_in_the_context_of_the_request_that_started_it(
+    gateway: Gateway, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A request's context holds its trace: an acknowledgement made 0.25 s later, for whatever
+    # settlements were applied meanwhile, would appear in that request's trace.
+    monkeypatch.setattr(settler_module, "ACK_LINGER_S", 0.0)
+    seen: list[str | None] = []
+    acknowledge = gateway.outbox.acknowledge
+
+    async def recording(reservation_ids: list[str]) -> None:
+        request = _REQUEST.get(None)
+        await acknowledge(reservation_ids)
+        seen.append(request)
+
+    monkeypatch.setattr(gateway.outbox, "acknowledge", recording)
+    _REQUEST.set("a chat")
+    done = settlement()
+    await gateway.billing.settle(done, required=True)
+    await until("acknowledged", lambda: bool(seen))
+    assert seen == [None]
+    assert await in_outbox(redis_client) == set()

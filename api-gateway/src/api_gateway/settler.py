@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 from collections import Counter
 
@@ -162,7 +163,11 @@ class Settler:
 
     def _ack_soon(self) -> None:
         if self._acker is None:
-            self._acker = asyncio.create_task(self._acknowledge_later())
+            # Background work in a context of its own: not part of the trace (nor the
+            # instrumentation state) of whichever request's task happens to start it.
+            self._acker = asyncio.create_task(
+                self._acknowledge_later(), context=contextvars.Context()
+            )
 
     async def _acknowledge_later(self) -> None:
         try:
