@@ -27,7 +27,9 @@ from infergate_common.settings import ServiceSettings
 from infergate_common.tracing import (
     ENDPOINT_VARIABLES,
     RequestScopedSampler,
+    caller_not_sampled,
     configure_tracing,
+    server_telemetry,
     service_resource,
     tracing_enabled,
     tracing_requested,
@@ -140,6 +142,45 @@ def test_a_client_span_without_a_parent_is_not_recorded_and_the_rest_is_the_samp
     assert decision(SpanKind.CLIENT, in_request) is Decision.RECORD_AND_SAMPLE
     assert decision(SpanKind.SERVER) is Decision.RECORD_AND_SAMPLE
     assert decision(SpanKind.INTERNAL) is Decision.RECORD_AND_SAMPLE
+
+
+TRACE = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-"
+
+
+@pytest.mark.parametrize(
+    ("traceparent", "not_sampled"),
+    [
+        (TRACE + b"00", True),
+        (TRACE + b"02", True),  # another flag set, not the sampled one
+        (TRACE + b"01", False),
+        (TRACE + b"03", False),
+        (None, False),  # no caller context: the sampler decides
+        (b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331", False),
+        (TRACE + b"zz", False),
+        (TRACE.replace(b"00-", b"ff-", 1) + b"00", False),
+    ],
+)
+def test_only_a_well_formed_unsampled_traceparent_counts_as_not_sampled(
+    traceparent: bytes | None, not_sampled: bool
+) -> None:
+    headers = [(b"accept", b"*/*")]
+    if traceparent is not None:
+        headers.append((b"traceparent", traceparent))
+    assert caller_not_sampled(headers) is not_sampled
+
+
+def test_internal_services_make_no_server_span_for_an_unsampled_caller() -> None:
+    unsampled = {"path": "/usage/reserve", "headers": [(b"traceparent", TRACE + b"00")]}
+    sampled = {"path": "/usage/reserve", "headers": [(b"traceparent", TRACE + b"01")]}
+    probe = {"path": "/healthz", "headers": [(b"traceparent", TRACE + b"01")]}
+    internal = server_telemetry(True, sampled_by_caller=True)["exclude"]
+    edge = server_telemetry(True)["exclude"]
+    assert internal is not None
+    assert edge is not None
+    assert (internal(unsampled), internal(sampled), internal(probe)) == (True, False, True)
+    # The gateway decides for everyone: a client's unsampled traceparent still gets its
+    # (non-recording) server span, whose context the gateway passes on.
+    assert (edge(unsampled), edge(sampled), edge(probe)) == (False, False, True)
 
 
 # The probe: run in a fresh interpreter by the tests above.

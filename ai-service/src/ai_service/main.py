@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         title="InferGate ai-service",
         description="Internal: model calls through Ollama's API.",
+        internal=True,
     )
     app.include_router(_readiness_router())
     app.include_router(

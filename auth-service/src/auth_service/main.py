@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         title="InferGate auth-service",
         description="Internal: API key issuance, verification, rotation and revocation; users.",
+        internal=True,
     )
     install_mongo_error_handler(app)
     app.include_router(readiness_router(get_mongo))

@@ -114,8 +114,10 @@ def create_service_app(
     field_messages: Mapping[str, str] | None = None,
     render_error: ErrorRenderer = render_infergate_error,
     public_docs: bool = True,
+    internal: bool = False,
 ) -> FastAPI:
-    """A FastAPI app with InferGate's middleware, error handlers and health routes."""
+    """A FastAPI app with InferGate's middleware, error handlers and health routes. `internal`:
+    called by the gateway, whose trace context decides whether a request is traced."""
     tracing = configure_tracing(settings.service_name)  # only with OTEL_EXPORTER_OTLP_ENDPOINT
     configure_logging(
         service=settings.service_name,
@@ -130,7 +132,7 @@ def create_service_app(
         lifespan=with_gc_tuning(lifespan),
         docs_url="/docs" if public_docs else None,
         redoc_url=None,
-        telemetry=server_telemetry(tracing),
+        telemetry=server_telemetry(tracing, sampled_by_caller=internal),
     )
     app.state.settings = settings
     # This app's metrics (served at /metrics); what else a service records goes in it too.

@@ -22,7 +22,7 @@ email), which are cut from recorded URLs and redacted from the server spans.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -79,12 +79,17 @@ def configure_tracing(service_name: str) -> bool:
     return True
 
 
-def server_telemetry(tracing: bool) -> TelemetryConfig:
+def server_telemetry(tracing: bool, *, sampled_by_caller: bool = False) -> TelemetryConfig:
     """FastAPI's own OpenTelemetry support, for the server span of each request (it continues the
     caller's trace; about a third of the instrumentation middleware's cost per request, see
     bench/otel_server_cost.py): tracing only (metrics are Prometheus's, logs structlog's), no
     spans per dependency or serialization, probes and scrapes left out. Off entirely when this
-    process does not trace."""
+    process does not trace.
+
+    `sampled_by_caller` (the internal services: the gateway decides): a request whose
+    `traceparent` says its trace is not sampled gets no server span at all, rather than one that
+    records nothing (its client calls go uninstrumented all the same, and it calls no further
+    service that could start a trace of its own)."""
     if not tracing:
         return {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
     return {
@@ -92,7 +97,7 @@ def server_telemetry(tracing: bool) -> TelemetryConfig:
         "metrics": False,
         "logs": False,
         "operation_spans": False,
-        "exclude": _untraced,
+        "exclude": _untraced_or_unsampled if sampled_by_caller else _untraced,
     }
 
 
@@ -134,6 +139,25 @@ def propagate_unsampled(headers: dict[str, str]) -> None:
 
 def _untraced(scope: MutableMapping[str, Any]) -> bool:
     return str(scope.get("path", "")) in UNTRACED_PATHS
+
+
+def _untraced_or_unsampled(scope: MutableMapping[str, Any]) -> bool:
+    return _untraced(scope) or caller_not_sampled(scope.get("headers", ()))
+
+
+def caller_not_sampled(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether the request carries a well-formed W3C `traceparent` whose sampled flag is off
+    (version 00: `00-<32 hex>-<16 hex>-<2 hex flags>`); anything else is left to the sampler."""
+    for name, value in headers:
+        if name == b"traceparent":
+            parts = value.split(b"-")
+            if len(parts) != 4 or parts[0] != b"00" or len(parts[3]) != 2:
+                return False
+            try:
+                return not int(parts[3], 16) & 1
+            except ValueError:
+                return False
+    return False
 
 
 def service_resource(service_name: str) -> Resource:

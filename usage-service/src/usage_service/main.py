@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         title="InferGate usage-service",
         description="Internal: token quotas, reservations and the request log.",
+        internal=True,
     )
     install_mongo_error_handler(app)
     app.include_router(readiness_router(get_mongo))
