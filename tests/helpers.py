@@ -31,16 +31,10 @@ def _provisioned_template() -> Path:
     process (deleted at its exit)."""
     template = Path(tempfile.mkdtemp(prefix="infergate-test-stack-"))
     atexit.register(shutil.rmtree, template, ignore_errors=True)
-    secrets = load_or_create(template / "secrets.json")
-    users = MongoUsers(
-        root_password=secrets.mongo_root_password,
-        auth_password=secrets.mongo_auth_password,
-        usage_password=secrets.mongo_usage_password,
-    )
     provision_mongo(
         program=install.secantusd_program(),
         data_dir=template / "mongo",
-        users=users,
+        users=MongoUsers.of(load_or_create(template / "secrets.json")),
         log_path=template / "provision.log",
     )
     return template

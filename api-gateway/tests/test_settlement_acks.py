@@ -4,11 +4,9 @@ when the gateway shuts down. Real Redis; usage-service is a stand-in ledger."""
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
-import itertools
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
@@ -25,6 +23,7 @@ from infergate_common.billing import RequestStatus, Settlement
 from infergate_common.errors import UpstreamUnavailableError
 from infergate_common.validation import Plan
 from prometheus_client import CollectorRegistry
+from redis_cluster import wait_for_async
 
 KEYS = OutboxKeys()
 
@@ -75,13 +74,11 @@ def settlement() -> Settlement:
     )
 
 
-async def until(what: str, condition: Callable[[], bool], *, timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        for _ in itertools.count():
-            if condition():
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError(what)
+def now(condition: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return condition()
+
+    return check
 
 
 def _text(value: object) -> str:
@@ -101,12 +98,13 @@ async def test_an_applied_settlement_is_acknowledged_with_the_next_one_recorded(
     monkeypatch.setattr(settler_module, "ACK_LINGER_S", 60.0)  # only the next record acks
     first, second = settlement(), settlement()
     await gateway.billing.settle(first, required=True)
-    await until("first applied", lambda: gateway.ledger.applied == [first.reservation_id])
+    first_applied = now(lambda: gateway.ledger.applied == [first.reservation_id])
+    await wait_for_async("first applied", first_applied)
     assert await in_outbox(redis_client) == {first.reservation_id}  # applied, not yet acked
     await gateway.billing.settle(second, required=True)
     # The second's record acknowledged the first in the same round trip.
     assert await in_outbox(redis_client) <= {second.reservation_id}
-    await until("second applied", lambda: len(gateway.ledger.applied) == 2)
+    await wait_for_async("second applied", now(lambda: len(gateway.ledger.applied) == 2))
     assert gateway.ledger.applied == [first.reservation_id, second.reservation_id]
 
 
@@ -115,12 +113,12 @@ async def test_without_another_record_the_ack_comes_after_the_linger(
 ) -> None:
     done = settlement()
     await gateway.billing.settle(done, required=True)
-    await until("applied", lambda: gateway.ledger.applied == [done.reservation_id])
-    async with asyncio.timeout(10):
-        for _ in itertools.count():
-            if not await in_outbox(redis_client):
-                break
-            await asyncio.sleep(0.02)
+    await wait_for_async("applied", now(lambda: gateway.ledger.applied == [done.reservation_id]))
+
+    async def emptied() -> bool:
+        return not await in_outbox(redis_client)
+
+    await wait_for_async("acknowledged after the linger", emptied)
 
 
 async def test_a_gateway_shutting_down_acknowledges_what_was_applied(
@@ -129,7 +127,7 @@ async def test_a_gateway_shutting_down_acknowledges_what_was_applied(
     monkeypatch.setattr(settler_module, "ACK_LINGER_S", 60.0)
     done = settlement()
     await gateway.billing.settle(done, required=True)
-    await until("applied", lambda: gateway.ledger.applied == [done.reservation_id])
+    await wait_for_async("applied", now(lambda: gateway.ledger.applied == [done.reservation_id]))
     assert await in_outbox(redis_client) == {done.reservation_id}
     await gateway.settler.close(timeout_s=5)
     assert await in_outbox(redis_client) == set()
@@ -171,6 +169,6 @@ async def test_the_later_ack_is_not_made_in_the_context_of_the_request_that_star
     _REQUEST.set("a chat")
     done = settlement()
     await gateway.billing.settle(done, required=True)
-    await until("acknowledged", lambda: bool(seen))
+    await wait_for_async("acknowledged", now(lambda: bool(seen)))
     assert seen == [None]
     assert await in_outbox(redis_client) == set()

@@ -67,11 +67,7 @@ class StackPlan:
             gateway_password=self.secrets.redis_gateway_password,
             admin_password=self.secrets.redis_admin_password,
         )
-        self.mongo_users = MongoUsers(
-            root_password=self.secrets.mongo_root_password,
-            auth_password=self.secrets.mongo_auth_password,
-            usage_password=self.secrets.mongo_usage_password,
-        )
+        self.mongo_users = MongoUsers.of(self.secrets)
         # Replica 0 of each service on its configured port, the others on free ones.
         # (One request for all of them: ports asked for separately may repeat.)
         extra = free_ports(sum(config.replica_count(c) - 1 for c in REPLICATED))

@@ -19,6 +19,7 @@ import pymongo
 from infergate_devstack.ports import HOST, free_ports
 from infergate_devstack.probes import mongo_ping, redis_ping
 from infergate_devstack.processes import ManagedProcess, ProcessSpec
+from infergate_devstack.stack_secrets import StackSecrets
 
 REDIS_GATEWAY_USER = "gateway"
 REDIS_ADMIN_USER = "admin"
@@ -108,6 +109,15 @@ class MongoUsers:
     root_password: str
     auth_password: str
     usage_password: str
+
+    @classmethod
+    def of(cls, secrets: StackSecrets) -> MongoUsers:
+        """The users of a stack with these secrets."""
+        return cls(
+            root_password=secrets.mongo_root_password,
+            auth_password=secrets.mongo_auth_password,
+            usage_password=secrets.mongo_usage_password,
+        )
 
     def service_uri(self, port: int, service: str) -> str:
         """auth's or usage's URI: its own user, who can only read and write its database."""
