@@ -22,6 +22,8 @@ from api_gateway.telemetry import GatewayMetrics
 from infergate_common.billing import RequestStatus, Settlement
 from infergate_common.errors import UpstreamUnavailableError
 from infergate_common.validation import Plan
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from redis_cluster import wait_for_async
 
@@ -172,3 +174,23 @@ async def test_the_later_ack_is_not_made_in_the_context_of_the_request_that_star
     await wait_for_async("acknowledged", now(lambda: bool(seen)))
     assert seen == [None]
     assert await in_outbox(redis_client) == set()
+
+
+async def test_settlements_are_delivered_outside_the_trace_of_the_request_that_recorded_them(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The delivery of a batch (several chats' settlements) is no part of the trace of the chat
+    # whose settlement happened to start it (the chat's request id still goes with it:
+    # test_gateway_api).
+    seen: list[bool] = []
+    settle_many = gateway.ledger.settle_many
+
+    async def recording(settlements: Sequence[Settlement]) -> None:
+        seen.append(trace.get_current_span().get_span_context().is_valid)
+        await settle_many(settlements)
+
+    monkeypatch.setattr(gateway.ledger, "settle_many", recording)
+    with TracerProvider().get_tracer("test").start_as_current_span("POST /v1/chat"):
+        await gateway.billing.settle(settlement(), required=True)
+    await wait_for_async("delivered", now(lambda: bool(seen)))
+    assert seen == [False]

@@ -29,6 +29,7 @@ import structlog
 from infergate_common.billing import Settlement
 from infergate_common.errors import AppError
 from infergate_common.tasks import cancel_and_wait
+from infergate_common.tracing import outside_any_trace
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -76,7 +77,9 @@ class Settler:
         if len(self._queue) >= _BATCH:
             self._hurry.set()
         if self._sender is None:
-            self._sender = asyncio.create_task(self._send_batches())
+            # Outside the trace of whichever chat's task happens to start it: a batch holds the
+            # settlements of several chats (it keeps that chat's request id, for the logs).
+            self._sender = asyncio.create_task(self._send_batches(), context=outside_any_trace())
 
     def keep(self, settlement: Settlement) -> None:
         """A settlement the outbox could not take: retried from here until it is applied."""

@@ -21,6 +21,7 @@ email), which are cut from recorded URLs and redacted from the server spans.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
@@ -28,6 +29,7 @@ from typing import Any
 
 import yarl
 from fastapi.telemetry import TelemetryConfig
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
@@ -164,6 +166,16 @@ def service_resource(service_name: str) -> Resource:
     """The SDK's resource (host, SDK, OTEL_RESOURCE_ATTRIBUTES) named `service_name`, unless
     OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) names it otherwise."""
     return Resource.create({SERVICE_NAME: service_name}).merge(OTELResourceDetector().detect())
+
+
+def outside_any_trace() -> contextvars.Context:
+    """A copy of the current context with no current span: for background work that a request
+    happens to start but that is not part of it (a batch of several chats' settlements). Its
+    client spans have no parent, so they are not recorded (RequestScopedSampler); the request
+    id and the log context are kept."""
+    copied = contextvars.copy_context()
+    copied.run(otel_context.attach, trace.set_span_in_context(trace.INVALID_SPAN, Context()))
+    return copied
 
 
 class RequestScopedSampler(sampling.Sampler):
