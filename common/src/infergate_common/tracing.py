@@ -21,10 +21,10 @@ email), which are cut from recorded URLs and redacted from the server spans.
 
 from __future__ import annotations
 
-import contextvars
 import os
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from contextvars import ContextVar
+from contextvars import Context as Variables
+from contextvars import ContextVar, copy_context
 from typing import Any
 
 import yarl
@@ -168,12 +168,12 @@ def service_resource(service_name: str) -> Resource:
     return Resource.create({SERVICE_NAME: service_name}).merge(OTELResourceDetector().detect())
 
 
-def outside_any_trace() -> contextvars.Context:
+def outside_any_trace() -> Variables:
     """A copy of the current context with no current span: for background work that a request
     happens to start but that is not part of it (a batch of several chats' settlements). Its
     client spans have no parent, so they are not recorded (RequestScopedSampler); the request
     id and the log context are kept."""
-    copied = contextvars.copy_context()
+    copied = copy_context()
     copied.run(otel_context.attach, trace.set_span_in_context(trace.INVALID_SPAN, Context()))
     return copied
 
