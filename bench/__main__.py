@@ -39,6 +39,16 @@ def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
 
 
+def _ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(part) for part in text.split(",") if part]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a list of ratios: {text!r}") from error
+    if not ratios or any(not 0 < ratio < 1 for ratio in ratios):
+        raise argparse.ArgumentTypeError("sampling ratios are between 0 and 1, e.g. 0.01,0.1")
+    return ratios
+
+
 def _names(text: str) -> list[str]:
     names = [part for part in text.split(",") if part]
     unknown = set(names) - set(SCENARIOS)
@@ -63,6 +73,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="of telemetry, backends (2)")
     parser.add_argument(
         "--backends", type=_ints, default=[1, 2, 3], help="of backends: test LLMs (1,2,3)"
+    )
+    parser.add_argument(
+        "--sampled-ratios",
+        type=_ratios,
+        default=[0.01],
+        help="of telemetry: trace sampling ratios measured beside every request (0.01)",
     )
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the soak (5)")
     parser.add_argument("--chats", type=int, default=300, help="of hops: chats traced (300)")
@@ -114,7 +130,7 @@ def main(argv: list[str]) -> int:
         text = soak_table(results)
         label = args.label or "soak-latest"
     elif args.mode == "telemetry":
-        results = run_telemetry(options, rounds=args.rounds)
+        results = run_telemetry(options, rounds=args.rounds, sampled_ratios=args.sampled_ratios)
         text = telemetry_table(results)
         label = args.label or "telemetry-latest"
     elif args.mode == "backends":

@@ -4,13 +4,14 @@ Four variants of the same stack, each started afresh with the same users and pri
 (METRICS_ENABLED=false on every service, no tracing), `metrics` (the default: Prometheus metrics
 recorded, /metrics scraped every 5 s as Prometheus would), `tracing` (metrics, plus every
 request traced and exported over OTLP/HTTP to a local receiver that accepts and counts) and
-`tracing_sampled` (the same with one request in ten traced: OTEL_TRACES_SAMPLER
-parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG 0.1). Each
-variant measures the test LLM directly at c=1 (the floor), then chats at every concurrency
-(default 1 and 32); the variants run in turn, `--rounds` times (default 2), so a slow spell of
-the machine does not fall on one variant. The summary compares the medians over rounds: chat
-throughput at the highest concurrency (metrics / off) and the added p50 at c=1 (chat minus
-the LLM directly), in milliseconds over off.
+`sampled_<ratio>` for each of `--sampled-ratios` (default 0.01: one request in a hundred traced,
+Kong's default sampling rate; OTEL_TRACES_SAMPLER parentbased_traceidratio,
+OTEL_TRACES_SAMPLER_ARG <ratio>). Each variant measures the test LLM directly at c=1 (the floor),
+then chats at every concurrency (default 1 and 32); the variants run in turn, `--rounds` times
+(default 2), each round starting one variant later than the last, so neither a slow spell of the
+machine nor a place in the order falls on one variant. The summary compares the medians over
+rounds: chat throughput at the highest concurrency (each variant / off), the CPU per chat there,
+and the added p50 at c=1 (chat minus the LLM directly), in milliseconds over off.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import statistics
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from typing import Any, Self
 
 from bench.points import Options, Prepared, measure, results_header
@@ -27,8 +29,21 @@ from bench.run import prepared_stack
 from bench.stack import progress
 from tests.otlp_receiver import OtlpReceiver
 
-VARIANTS = ("off", "metrics", "tracing", "tracing_sampled")
-SAMPLED_RATIO = "0.1"  # tracing_sampled: one request in ten, as a busy production would
+BASE_VARIANTS = ("off", "metrics", "tracing")
+SAMPLED_RATIOS = (0.01,)  # one request in a hundred: Kong's default tracing_sampling_rate
+SAMPLED_PREFIX = "sampled_"
+
+
+def variants(ratios: Sequence[float]) -> list[str]:
+    return [*BASE_VARIANTS, *(f"{SAMPLED_PREFIX}{ratio:g}" for ratio in ratios)]
+
+
+def round_order(names: Sequence[str], round_number: int) -> list[str]:
+    """The variants of one round (0-based), each round starting one variant later."""
+    shift = round_number % len(names)
+    return [*names[shift:], *names[:shift]]
+
+
 SCRAPE_INTERVAL_S = 5.0
 
 
@@ -57,20 +72,23 @@ class Scraper:
         self._thread.join(timeout=10)
 
 
-def variant_env(variant: str, receiver: OtlpReceiver) -> dict[str, str]:
+def variant_env(variant: str, endpoint: str) -> dict[str, str]:
+    """The variant's environment for every service; `endpoint`: the OTLP receiver's URL."""
     if variant == "off":
         return {"METRICS_ENABLED": "false"}
     if variant == "metrics":
         return {}
     if variant == "tracing":
         return {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_TRACES_SAMPLER": "parentbased_always_on",
         }
+    if not variant.startswith(SAMPLED_PREFIX):
+        raise ValueError(f"unknown variant {variant!r}")
     return {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": SAMPLED_RATIO,
+        "OTEL_TRACES_SAMPLER_ARG": variant.removeprefix(SAMPLED_PREFIX),
     }
 
 
@@ -82,7 +100,7 @@ def metrics_urls(prepared: Prepared) -> list[str]:
 
 def measure_variant(options: Options, variant: str, receiver: OtlpReceiver) -> dict[str, Any]:
     variant_options = dataclasses.replace(
-        options, extra_env=variant_env(variant, receiver), scenarios=["direct", "chat"]
+        options, extra_env=variant_env(variant, receiver.url), scenarios=["direct", "chat"]
     )
     progress(f"variant {variant}")
     exports_before = receiver.exports
@@ -104,27 +122,31 @@ def measure_variant(options: Options, variant: str, receiver: OtlpReceiver) -> d
     }
 
 
-def run_telemetry(options: Options, *, rounds: int) -> dict[str, Any]:
+def run_telemetry(
+    options: Options, *, rounds: int, sampled_ratios: Sequence[float] = SAMPLED_RATIOS
+) -> dict[str, Any]:
     started = time.time()
+    names = variants(sampled_ratios)
     measured: list[dict[str, Any]] = []
     # Accepts and counts the exports only: a collector's work is not what is measured, and
     # decoding here would take CPU from the stack on the same cores.
     with OtlpReceiver(keep_spans=False) as receiver:
         for round_number in range(rounds):
-            for variant in VARIANTS:
+            for variant in round_order(names, round_number):
                 result = measure_variant(options, variant, receiver)
                 measured.append({"round": round_number + 1, **result})
     return {
         **results_header("telemetry", options, started=started, rounds=rounds),
         "measured": measured,
-        "summary": summary(measured, top=max(options.concurrency)),
+        "sampled_ratios": list(sampled_ratios),
+        "summary": summary(measured, names, top=max(options.concurrency)),
     }
 
 
-def summary(measured: list[dict[str, Any]], *, top: int) -> dict[str, Any]:
+def summary(measured: list[dict[str, Any]], names: Sequence[str], *, top: int) -> dict[str, Any]:
     """Medians over rounds per variant, and each variant against off."""
     per_variant: dict[str, dict[str, float]] = {}
-    for variant in VARIANTS:
+    for variant in names:
         mine = [entry for entry in measured if entry["variant"] == variant]
         rps = [run["rps"] for entry in mine for run in entry["runs"] if _chat_at(run, top)]
         added = [entry["added_p50_ms_c1"] for entry in mine if entry["added_p50_ms_c1"] is not None]
@@ -135,7 +157,7 @@ def summary(measured: list[dict[str, Any]], *, top: int) -> dict[str, Any]:
             f"cpu_ms_per_chat_c{top}": round(statistics.median(cpu), 3) if cpu else 0.0,
         }
     off = per_variant["off"]
-    for variant in VARIANTS[1:]:
+    for variant in names[1:]:
         figures = per_variant[variant]
         if off[f"chat_rps_c{top}"]:
             ratio = figures[f"chat_rps_c{top}"] / off[f"chat_rps_c{top}"]

@@ -18,17 +18,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+import aiohttp
 import httpx
 import pytest
 import structlog
+from aiohttp import web
 from fastapi import FastAPI
 from infergate_common.app import create_service_app
 from infergate_common.settings import ServiceSettings
 from infergate_common.tracing import (
     ENDPOINT_VARIABLES,
     RequestScopedSampler,
+    SampledCallSessions,
     caller_not_sampled,
     configure_tracing,
+    propagate_unsampled,
     server_telemetry,
     service_resource,
     tracing_enabled,
@@ -108,6 +112,35 @@ def test_with_an_endpoint_every_app_is_traced_and_its_log_lines_carry_the_trace_
     assert len(work) == 2
     assert {line["trace_id"] for line in work} == {server["trace_id"] for server in servers}
     assert all(line["request_id"] for line in work)  # next to the request id
+
+
+def test_only_a_sampled_requests_calls_go_through_the_client_instrumentations_hooks() -> None:
+    """SampledCallSessions: the call of a sampled request is made on the session with the aiohttp
+    instrumentation's hooks (a client span, its context sent on); the call of an unsampled
+    request on the one without (no span, no hook run), its unsampled context still sent on."""
+    report = run_probe(
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_EXPORTER_OTLP_TIMEOUT="1"
+    )
+
+    sampled, unsampled = report["relayed"]
+    assert sampled["hooks"] == 1
+    assert unsampled["hooks"] == 0
+    clients = [span for span in report["relay_spans"] if span["kind"] == "CLIENT"]
+    assert [(span["name"], span["trace_id"]) for span in clients] == [("POST", SAMPLED_TRACE)]
+    assert sampled["traceparent"].startswith(f"00-{SAMPLED_TRACE}-")
+    assert sampled["traceparent"].endswith("-01")
+    # The same trace, still not sampled (the parent is this app's non-recording server span).
+    assert unsampled["traceparent"].startswith(f"00-{UNSAMPLED_TRACE}-")
+    assert unsampled["traceparent"].endswith("-00")
+    assert all(span["trace_id"] != UNSAMPLED_TRACE for span in report["relay_spans"])
+
+
+def test_without_tracing_every_call_goes_through_one_session_with_no_hooks() -> None:
+    report = run_probe()
+
+    assert [call["hooks"] for call in report["relayed"]] == [0, 0]
+    assert [call["traceparent"] for call in report["relayed"]] == [None, None]
+    assert report["relay_spans"] == []
 
 
 def test_tracing_is_requested_only_by_an_otlp_endpoint() -> None:
@@ -259,7 +292,68 @@ def probe() -> None:
         ],
         "background_call_recorded": background.is_recording(),
     }
+    memory.clear()
+    report["relayed"] = asyncio.run(_relay_calls(settings))
+    report["relay_spans"] = [
+        {"name": span.name, "kind": span.kind.name, "trace_id": f"{span.context.trace_id:032x}"}
+        for span in memory.get_finished_spans()
+        if span.context is not None
+    ]
     print(json.dumps(report))
+
+
+SAMPLED_TRACE = "a" * 32
+UNSAMPLED_TRACE = "b" * 32
+
+
+async def _relay_calls(settings: ServiceSettings) -> list[dict[str, Any]]:
+    """Two requests to an app whose route calls a downstream server through a
+    SampledCallSessions, one from a sampled caller and one from an unsampled one: what the
+    downstream server received, and how many trace hooks the session used had."""
+    received: list[str | None] = []
+
+    async def downstream(request: web.Request) -> web.Response:
+        received.append(request.headers.get("traceparent"))
+        return web.json_response({})
+
+    server = web.Application()
+    server.router.add_post("/down", downstream)
+    runner = web.AppRunner(server, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/down"
+    connector = aiohttp.TCPConnector(limit=4)
+    sessions = SampledCallSessions(
+        lambda owner: aiohttp.ClientSession(connector=connector, connector_owner=owner)
+    )
+    app = create_service_app(settings=settings, lifespan=_no_resources, title="relay")
+    hooks: list[int] = []
+
+    @app.post("/relay")
+    async def relay() -> dict[str, str]:
+        session = sessions.current()
+        hooks.append(len(session.trace_configs))
+        headers: dict[str, str] = {}
+        propagate_unsampled(headers)
+        async with session.post(url, json={}, headers=headers) as answer:
+            answer.raise_for_status()
+        return {}
+
+    transport = httpx.ASGITransport(app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+            for trace_id, flags in ((SAMPLED_TRACE, "01"), (UNSAMPLED_TRACE, "00")):
+                traceparent = f"00-{trace_id}-{'c' * 16}-{flags}"
+                answer = await client.post("/relay", headers={"traceparent": traceparent})
+                answer.raise_for_status()
+    finally:
+        await sessions.close()
+        await runner.cleanup()
+    return [
+        {"traceparent": traceparent, "hooks": count}
+        for traceparent, count in zip(received, hooks, strict=True)
+    ]
 
 
 if __name__ == "__main__":

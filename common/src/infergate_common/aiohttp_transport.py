@@ -28,6 +28,8 @@ from functools import lru_cache
 import aiohttp
 import httpx
 
+from infergate_common.tracing import SampledCallSessions
+
 
 @lru_cache(maxsize=32)
 def _client_timeout(
@@ -86,25 +88,28 @@ class AiohttpResponseStream(httpx.AsyncByteStream):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """One aiohttp session with a keep-alive pool (create it inside the running event loop)."""
+    """One aiohttp keep-alive pool (create it inside the running event loop), used through a
+    traced session by sampled requests and a plain one by the rest (`SampledCallSessions`)."""
 
     def __init__(self, *, max_connections: int = 100, keepalive_seconds: float = 4.0) -> None:
-        self._session = aiohttp.ClientSession(
-            # Idle connections are dropped before a uvicorn server's 5 s keep-alive closes them.
-            connector=aiohttp.TCPConnector(
-                limit=max_connections, keepalive_timeout=keepalive_seconds
-            ),
-            # The httpx client handles cookies, decompression and redirects itself.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None),
+        # Idle connections are dropped before a uvicorn server's 5 s keep-alive closes them.
+        connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=keepalive_seconds)
+        self._sessions = SampledCallSessions(
+            lambda owner: aiohttp.ClientSession(
+                connector=connector,
+                connector_owner=owner,
+                # The httpx client handles cookies, decompression and redirects itself.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
         url = request.url.copy_with(userinfo=b"") if request.url.userinfo else request.url
         try:
-            response = await self._session.request(
+            response = await self._sessions.current().request(
                 request.method,
                 str(url),
                 headers=request.headers.multi_items(),
@@ -127,4 +132,4 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        await self._session.close()
+        await self._sessions.close()

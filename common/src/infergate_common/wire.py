@@ -17,7 +17,7 @@ import aiohttp
 import httpx
 
 from infergate_common.request_context import REQUEST_ID_HEADER, current_request_id
-from infergate_common.tracing import propagate_unsampled
+from infergate_common.tracing import SampledCallSessions, propagate_unsampled
 
 
 class WireTimeoutError(Exception):
@@ -101,19 +101,24 @@ def _request_headers() -> dict[str, str]:
 
 
 class AiohttpWire:
-    """One keep-alive aiohttp session for one service (create it inside the event loop)."""
+    """One keep-alive aiohttp connection pool for one service (create it inside the event loop),
+    used through a traced session by sampled requests and a plain one by the rest."""
 
     def __init__(
         self, *, base_url: str, headers: Mapping[str, str], seconds: float, max_connections: int
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(total=seconds, connect=min(seconds, 2.0))
-        self._session = aiohttp.ClientSession(
-            base_url=base_url,
-            headers=dict(headers),
-            timeout=self._timeout,
-            # Idle connections are dropped before uvicorn's 5 s keep-alive closes them, so a
-            # request never goes out on a connection the server is closing.
-            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=4.0),
+        # Idle connections are dropped before uvicorn's 5 s keep-alive closes them, so a
+        # request never goes out on a connection the server is closing.
+        connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=4.0)
+        self._sessions = SampledCallSessions(
+            lambda owner: aiohttp.ClientSession(
+                base_url=base_url,
+                headers=dict(headers),
+                timeout=self._timeout,
+                connector=connector,
+                connector_owner=owner,
+            )
         )
 
     async def send(
@@ -128,7 +133,7 @@ class AiohttpWire:
     ) -> RawResponse:
         timeout = self._timeout if seconds is None else aiohttp.ClientTimeout(total=seconds)
         with _aiohttp_errors():
-            async with self._session.request(
+            async with self._sessions.current().request(
                 method,
                 path,
                 json=json,
@@ -143,14 +148,16 @@ class AiohttpWire:
         self, path: str, *, json: Any, affinity: str | None = None
     ) -> AsyncIterator[RawStream]:
         with _aiohttp_errors():
-            async with self._session.post(path, json=json, headers=_request_headers()) as response:
+            async with self._sessions.current().post(
+                path, json=json, headers=_request_headers()
+            ) as response:
                 yield RawStream(response.status, response.content.iter_any())
 
     def route(self, affinity: str) -> int:
         return 0
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._sessions.close()
 
 
 class HttpxWire:
