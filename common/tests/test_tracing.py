@@ -122,11 +122,15 @@ def test_only_a_sampled_requests_calls_go_through_the_client_instrumentations_ho
         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_EXPORTER_OTLP_TIMEOUT="1"
     )
 
-    sampled, unsampled = report["relayed"]
+    sampled, unsampled = report["relayed"][:2]
     assert sampled["hooks"] == 1
     assert unsampled["hooks"] == 0
     clients = [span for span in report["relay_spans"] if span["kind"] == "CLIENT"]
-    assert [(span["name"], span["trace_id"]) for span in clients] == [("POST", SAMPLED_TRACE)]
+    callers = [span for span in clients if span["trace_id"] in {SAMPLED_TRACE, UNSAMPLED_TRACE}]
+    assert [(span["name"], span["trace_id"]) for span in callers] == [("POST", SAMPLED_TRACE)]
+    # The default sampler samples every new trace: each call made with the hooks, one span each.
+    assert [call["hooks"] for call in report["relayed"][2:]] == [1] * NEW_TRACES
+    assert len(clients) == 1 + NEW_TRACES
     assert sampled["traceparent"].startswith(f"00-{SAMPLED_TRACE}-")
     assert sampled["traceparent"].endswith("-01")
     # The same trace, still not sampled (the parent is this app's non-recording server span).
@@ -135,11 +139,44 @@ def test_only_a_sampled_requests_calls_go_through_the_client_instrumentations_ho
     assert all(span["trace_id"] != UNSAMPLED_TRACE for span in report["relay_spans"])
 
 
+def test_a_new_trace_is_sampled_once_on_the_trace_id_it_gets() -> None:
+    """A request without `traceparent` is sampled or not before its server span would be made
+    (an unsampled one gets none); the ratio sampler decides by the trace id, so every sampled
+    request's trace id is under the ratio's bound and every unsampled one's above it: the
+    decision and the trace that follows it share one id, and the ratio is the configured one."""
+    report = run_probe(
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",
+        OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG="0.5",
+    )
+
+    new = report["relayed"][2:]
+    assert len(new) == NEW_TRACES
+    servers = {span["trace_id"] for span in report["relay_spans"] if span["kind"] == "SERVER"}
+    bound = round(0.5 * 2**64)  # TraceIdRatioBased: sampled when the low 64 bits are under it
+    sampled = 0
+    for call in new:
+        _, trace_id, _, flags = call["traceparent"].split("-")
+        low_bits = int(trace_id, 16) & (2**64 - 1)
+        if int(flags, 16) & 1:  # W3C: bit 0 sampled (bit 1 says the id is random)
+            sampled += 1
+            assert low_bits < bound
+            assert trace_id in servers  # FastAPI's server span, on the decided trace id
+            assert call["hooks"] == 1
+        else:
+            assert low_bits >= bound
+            assert trace_id not in servers  # no server span made for it
+            assert call["hooks"] == 0
+    assert 30 <= sampled <= 90  # about half of 120 (a quarter if decided twice on two ids)
+    assert len(servers) == sampled + 1  # and the caller-sampled request's
+
+
 def test_without_tracing_every_call_goes_through_one_session_with_no_hooks() -> None:
     report = run_probe()
 
-    assert [call["hooks"] for call in report["relayed"]] == [0, 0]
-    assert [call["traceparent"] for call in report["relayed"]] == [None, None]
+    assert [call["hooks"] for call in report["relayed"]] == [0] * (2 + NEW_TRACES)
+    assert [call["traceparent"] for call in report["relayed"]] == [None] * (2 + NEW_TRACES)
     assert report["relay_spans"] == []
 
 
@@ -302,6 +339,7 @@ def probe() -> None:
     print(json.dumps(report))
 
 
+NEW_TRACES = 120
 SAMPLED_TRACE = "a" * 32
 UNSAMPLED_TRACE = "b" * 32
 
@@ -347,6 +385,8 @@ async def _relay_calls(settings: ServiceSettings) -> list[dict[str, Any]]:
                 traceparent = f"00-{trace_id}-{'c' * 16}-{flags}"
                 answer = await client.post("/relay", headers={"traceparent": traceparent})
                 answer.raise_for_status()
+            for _ in range(NEW_TRACES):  # no traceparent: each starts a trace
+                (await client.post("/relay")).raise_for_status()
     finally:
         await sessions.close()
         await runner.cleanup()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from contextvars import Context as Variables
-from contextvars import copy_context
+from contextvars import ContextVar, copy_context
 from typing import Any
 
 import aiohttp
@@ -70,6 +70,7 @@ def configure_tracing(service_name: str) -> bool:
         return False
     provider = TracerProvider(
         resource=service_resource(service_name),
+        id_generator=DecidedIdGenerator(),
         # What TracerProvider would use: OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
         sampler=RequestScopedSampler(sampling._get_from_env_or_default()),
     )
@@ -94,7 +95,8 @@ def server_telemetry(tracing: bool, *, sampled_by_caller: bool = False) -> Telem
     `sampled_by_caller` (the internal services: the gateway decides): a request whose
     `traceparent` says its trace is not sampled gets no server span at all, rather than one that
     records nothing (its client calls go uninstrumented all the same, and it calls no further
-    service that could start a trace of its own)."""
+    service that could start a trace of its own). Otherwise (the gateway) a request that starts
+    a trace is sampled before its server span would be made (`_untraced_or_unsampled_root`)."""
     if not tracing:
         return {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
     return {
@@ -102,16 +104,75 @@ def server_telemetry(tracing: bool, *, sampled_by_caller: bool = False) -> Telem
         "metrics": False,
         "logs": False,
         "operation_spans": False,
-        "exclude": _untraced_or_unsampled if sampled_by_caller else _untraced,
+        "exclude": _untraced_or_unsampled if sampled_by_caller else _untraced_or_unsampled_root,
     }
+
+
+# Where the gateway's exclude hook leaves the non-recording span of a request it did not sample.
+UNSAMPLED_ROOT = "infergate.unsampled_root"
+# The trace id the gateway decided on for the request about to get its server span.
+_decided_trace_id: ContextVar[int] = ContextVar("infergate_decided_trace_id", default=0)
+# An unsampled request's trace context as headers, rendered once for its internal calls.
+_unsampled_headers: ContextVar[dict[str, str] | None] = ContextVar(
+    "infergate_unsampled_headers", default=None
+)
+_ids = RandomIdGenerator()
+
+
+class DecidedIdGenerator(RandomIdGenerator):
+    """Random ids, but a root server span gets the trace id the gateway's sampling decision was
+    made on (`_untraced_or_unsampled_root`), so the sampler, asked again with it, agrees."""
+
+    def generate_trace_id(self) -> int:
+        decided = _decided_trace_id.get()
+        if decided:
+            _decided_trace_id.set(0)
+            return decided
+        return super().generate_trace_id()
+
+
+def _untraced_or_unsampled_root(scope: MutableMapping[str, Any]) -> bool:
+    """The gateway's exclude hook. A request with no `traceparent` starts a trace: the
+    configured sampler decides here, on a fresh trace id, before FastAPI's telemetry would build
+    a server span for it. Not sampled (most requests, with a ratio sampler): no server span at
+    all (its attributes, context and a span that records nothing cost about 40 us a request);
+    `UnsampledRequestsUninstrumented` makes a non-recording span of that trace id current
+    instead. Sampled: FastAPI's server span, with that trace id (`DecidedIdGenerator`), which the
+    sampler decides on again the same way (every built-in sampler decides by the trace id and
+    the parent). A request with a `traceparent` is left to FastAPI and the sampler."""
+    if _untraced(scope):
+        return True
+    for name, _ in scope.get("headers", ()):
+        if name == b"traceparent":
+            return False
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        return False
+    trace_id = _ids.generate_trace_id()
+    method = str(scope.get("method", "HTTP"))
+    result = provider.sampler.should_sample(Context(), trace_id, method, SpanKind.SERVER)
+    if result.decision is not sampling.Decision.DROP:
+        _decided_trace_id.set(trace_id)
+        return False
+    scope[UNSAMPLED_ROOT] = NonRecordingSpan(
+        SpanContext(
+            trace_id=trace_id,
+            span_id=_ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.DEFAULT),
+            trace_state=result.trace_state,
+        )
+    )
+    return True
 
 
 class UnsampledRequestsUninstrumented:
     """A request whose trace is not sampled makes its client calls (Redis, MongoDB, HTTP)
     without the instrumentations: their hooks would only build spans that are dropped, and at one
     request in ten sampled they were most of tracing's cost. Its trace context (sampled flag off)
-    is still passed on by `propagate_unsampled`, so the next service follows the same decision.
-    Added only when this process traces; inside the server span (FastAPI's, around the app)."""
+    is rendered once and passed on by `propagate_unsampled`, so the next service follows the same
+    decision. Added only when this process traces; inside the server span (FastAPI's, around the
+    app), or in place of it for a request the gateway did not sample (`UNSAMPLED_ROOT`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -120,14 +181,24 @@ class UnsampledRequestsUninstrumented:
         self._suppressed = suppress_instrumentation
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or trace.get_current_span().is_recording():
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        with self._suppressed():
+        root = scope.get(UNSAMPLED_ROOT)
+        if root is None and trace.get_current_span().is_recording():
             await self.app(scope, receive, send)
-
-
-_ids = RandomIdGenerator()
+            return
+        token = otel_context.attach(trace.set_span_in_context(root)) if root is not None else None
+        rendered: dict[str, str] = {}
+        propagate.inject(rendered)
+        marked = _unsampled_headers.set(rendered)
+        try:
+            with self._suppressed():
+                await self.app(scope, receive, send)
+        finally:
+            _unsampled_headers.reset(marked)
+            if token is not None:
+                otel_context.detach(token)
 
 
 def propagate_unsampled(headers: dict[str, str]) -> None:
@@ -135,6 +206,10 @@ def propagate_unsampled(headers: dict[str, str]) -> None:
     aiohttp instrumentation would have, for a call it does not see (one not made for a sampled
     request: `SampledCallSessions`): the unsampled request's own, or for background work a fresh
     one, not sampled either, so that the next service records nothing for the call."""
+    rendered = _unsampled_headers.get()
+    if rendered is not None:
+        headers.update(rendered)
+        return
     if not tracing_enabled():
         return
     span = trace.get_current_span()
@@ -221,6 +296,7 @@ def outside_any_trace() -> Variables:
     id and the log context are kept."""
     copied = copy_context()
     copied.run(otel_context.attach, trace.set_span_in_context(trace.INVALID_SPAN, Context()))
+    copied.run(_unsampled_headers.set, None)
     return copied
 
 
