@@ -203,7 +203,9 @@ def test_compose_sets_every_required_setting(service: str) -> None:
 
 
 # Read by the OpenTelemetry SDK (common/tracing.py), not by the settings classes.
-OTEL_VARIABLES = frozenset({"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER"})
+OTEL_VARIABLES = frozenset(
+    {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"}
+)
 
 
 @pytest.mark.parametrize("service", PYTHON)

@@ -190,7 +190,8 @@ class UnsampledRequestsUninstrumented:
             return
         token = otel_context.attach(trace.set_span_in_context(root)) if root is not None else None
         rendered: dict[str, str] = {}
-        propagate.inject(rendered)
+        if root is not None or trace.get_current_span().get_span_context().is_valid:
+            propagate.inject(rendered)  # an internal service's excluded request has no context
         marked = _unsampled_headers.set(rendered)
         try:
             with self._suppressed():
