@@ -2,7 +2,7 @@
 direct,healthz,chat,openai,litellm,litellm-2] ...`
 `python -m bench soak [--minutes 5] [--concurrency 32] ...`
 `python -m bench edge [--users 200]`: a normal client's chats with and without abusive hosts
-`python -m bench telemetry [--rounds 2]`: metrics and tracing against both off, in one run
+`python -m bench telemetry [--rounds 2] [--sampled-ratios 0.01]`: metrics and tracing against off
 `python -m bench backends [--backends 1,2,3] [--rounds 2]`: chat through 1, 2, 3 test LLMs
 `python -m bench cache`: a response-cache hit against a miss (and an uncached chat)
 `python -m bench hops [--chats 300]`: where one chat's time goes at c=1, hop by hop (traced)"""

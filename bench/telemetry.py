@@ -151,7 +151,16 @@ def summary(measured: list[dict[str, Any]], names: Sequence[str], *, top: int) -
         rps = [run["rps"] for entry in mine for run in entry["runs"] if _chat_at(run, top)]
         added = [entry["added_p50_ms_c1"] for entry in mine if entry["added_p50_ms_c1"] is not None]
         cpu = [_stack_cpu_ms(run) for entry in mine for run in entry["runs"] if _chat_at(run, top)]
+        relative = [
+            _services_over_untouched(run)
+            for entry in mine
+            for run in entry["runs"]
+            if _chat_at(run, top)
+        ]
         per_variant[variant] = {
+            f"services_over_untouched_c{top}": round(statistics.median(relative), 3)
+            if relative
+            else 0.0,
             f"chat_rps_c{top}": round(statistics.median(rps), 1) if rps else 0.0,
             "added_p50_ms_c1": round(statistics.median(added), 3) if added else 0.0,
             f"cpu_ms_per_chat_c{top}": round(statistics.median(cpu), 3) if cpu else 0.0,
@@ -162,6 +171,11 @@ def summary(measured: list[dict[str, Any]], names: Sequence[str], *, top: int) -
         if off[f"chat_rps_c{top}"]:
             ratio = figures[f"chat_rps_c{top}"] / off[f"chat_rps_c{top}"]
             figures[f"throughput_vs_off_c{top}"] = round(ratio, 3)
+        if off[f"services_over_untouched_c{top}"]:
+            services = (
+                figures[f"services_over_untouched_c{top}"] / off[f"services_over_untouched_c{top}"]
+            )
+            figures[f"services_cpu_vs_off_c{top}"] = round(services, 3)
         if off[f"cpu_ms_per_chat_c{top}"]:
             cpu_ratio = figures[f"cpu_ms_per_chat_c{top}"] / off[f"cpu_ms_per_chat_c{top}"]
             figures[f"cpu_vs_off_c{top}"] = round(cpu_ratio, 3)
@@ -169,6 +183,21 @@ def summary(measured: list[dict[str, Any]], names: Sequence[str], *, top: int) -
             figures["added_p50_ms_c1"] - off["added_p50_ms_c1"], 3
         )
     return per_variant
+
+
+# Processes that neither metrics nor tracing touch (no instrumentation, the same work per chat).
+UNTOUCHED = ("mongo", "redis", "nginx", "llm")
+
+
+def _services_over_untouched(run: dict[str, Any]) -> float:
+    """The CPU per chat of InferGate's Python services over that of the untouched processes.
+    This machine speeds up and slows down by up to a third between points (every process at
+    once, the untouched ones too), which the plain CPU per chat carries along; this ratio
+    cancels it, leaving what the variant changed in the services."""
+    cpu = run["cpu_ms_per_request"]
+    untouched = sum(float(cpu.get(name, 0.0)) for name in UNTOUCHED)
+    services = sum(float(ms) for name, ms in cpu.items() if name not in (*UNTOUCHED, "wrk"))
+    return services / untouched if untouched else 0.0
 
 
 def _stack_cpu_ms(run: dict[str, Any]) -> float:
@@ -186,17 +215,21 @@ def telemetry_table(results: dict[str, Any]) -> str:
     top = max(results["options"]["concurrency"])
     lines = [
         f"{'variant':16} {f'chat/s c={top}':>12} {'vs off':>7} {f'CPU ms/chat c={top}':>17}"
-        f" {'vs off':>7} {'added p50 c=1':>14} {'vs off':>9}"
+        f" {'vs off':>7} {'services/untouched':>18} {'vs off':>7} {'added p50 c=1':>14}"
+        f" {'vs off':>9}"
     ]
     for variant, figures in results["summary"].items():
         ratio = figures.get(f"throughput_vs_off_c{top}")
         cpu_ratio = figures.get(f"cpu_vs_off_c{top}")
         over = figures.get("added_p50_ms_over_off_c1")
+        services = figures.get(f"services_cpu_vs_off_c{top}")
         lines.append(
             f"{variant:16} {figures[f'chat_rps_c{top}']:12.1f}"
             f" {'' if ratio is None else f'{ratio:.3f}':>7}"
             f" {figures[f'cpu_ms_per_chat_c{top}']:17.2f}"
             f" {'' if cpu_ratio is None else f'{cpu_ratio:.3f}':>7}"
+            f" {figures.get(f'services_over_untouched_c{top}', 0.0):18.3f}"
+            f" {'' if services is None else f'{services:.3f}':>7}"
             f" {figures['added_p50_ms_c1']:11.2f} ms"
             f" {'' if over is None else f'{over:+.2f} ms':>9}"
         )

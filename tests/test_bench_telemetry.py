@@ -39,13 +39,11 @@ def test_every_variant_takes_every_place_in_the_order_over_as_many_rounds() -> N
         assert sorted(order[place] for order in orders) == sorted(names)
 
 
-def _entry(variant: str, rps: float, cpu_ms: float, added: float) -> dict[str, Any]:
-    chat = {
-        "scenario": "chat",
-        "concurrency": 32,
-        "rps": rps,
-        "cpu_ms_per_request": {"gateway": cpu_ms, "wrk": 5.0, "llm": 7.0},
-    }
+def _entry(
+    variant: str, rps: float, cpu_ms: float, added: float, untouched_ms: float = 4.0
+) -> dict[str, Any]:
+    cpu = {"gateway": cpu_ms, "wrk": 5.0, "llm": untouched_ms / 4, "mongo": untouched_ms * 3 / 4}
+    chat = {"scenario": "chat", "concurrency": 32, "rps": rps, "cpu_ms_per_request": cpu}
     return {"variant": variant, "runs": [chat], "added_p50_ms_c1": added}
 
 
@@ -59,7 +57,22 @@ def test_the_summary_takes_medians_over_rounds_and_compares_each_variant_with_of
     ]
     figures = summary(measured, names, top=32)
     assert figures["off"]["chat_rps_c32"] == 200.0
-    assert figures["off"]["cpu_ms_per_chat_c32"] == 9.0  # wrk and the test LLM left out
+    # wrk and the test LLM left out: the gateway and SecantusDB (3 ms)
+    assert figures["off"]["cpu_ms_per_chat_c32"] == 12.0
     assert figures["sampled_0.01"]["throughput_vs_off_c32"] == 0.95
     assert figures["sampled_0.01"]["cpu_vs_off_c32"] == 1.0
+    assert figures["off"]["services_over_untouched_c32"] == 2.25  # 9 ms over 4 ms
     assert figures["sampled_0.01"]["added_p50_ms_over_off_c1"] == 0.5
+
+
+def test_the_services_cpu_is_compared_over_the_untouched_processes_cpu() -> None:
+    """A point where the whole machine ran 25 % slower (every process, the untouched ones too)
+    is not counted against its variant."""
+    names = variants([0.01])
+    measured = [
+        _entry("off", 200.0, 8.0, 10.0, untouched_ms=4.0),
+        *(_entry(name, 160.0, 10.0, 11.0, untouched_ms=5.0) for name in names[1:]),
+    ]
+    figures = summary(measured, names, top=32)
+    assert figures["metrics"]["cpu_vs_off_c32"] == 1.25
+    assert figures["metrics"]["services_cpu_vs_off_c32"] == 1.0
