@@ -148,15 +148,11 @@ def summary(measured: list[dict[str, Any]], names: Sequence[str], *, top: int) -
     per_variant: dict[str, dict[str, float]] = {}
     for variant in names:
         mine = [entry for entry in measured if entry["variant"] == variant]
-        rps = [run["rps"] for entry in mine for run in entry["runs"] if _chat_at(run, top)]
+        chats = [run for entry in mine for run in entry["runs"] if _chat_at(run, top)]
+        rps = [run["rps"] for run in chats]
         added = [entry["added_p50_ms_c1"] for entry in mine if entry["added_p50_ms_c1"] is not None]
-        cpu = [_stack_cpu_ms(run) for entry in mine for run in entry["runs"] if _chat_at(run, top)]
-        relative = [
-            _services_over_untouched(run)
-            for entry in mine
-            for run in entry["runs"]
-            if _chat_at(run, top)
-        ]
+        cpu = [_stack_cpu_ms(run) for run in chats]
+        relative = [_services_over_untouched(run) for run in chats]
         per_variant[variant] = {
             f"services_over_untouched_c{top}": round(statistics.median(relative), 3)
             if relative

@@ -154,16 +154,22 @@ def _untraced_or_unsampled_root(scope: MutableMapping[str, Any]) -> bool:
     if result.decision is not sampling.Decision.DROP:
         _decided_trace_id.set(trace_id)
         return False
-    scope[UNSAMPLED_ROOT] = NonRecordingSpan(
+    scope[UNSAMPLED_ROOT] = _unsampled_span(trace_id, result.trace_state)
+    return True
+
+
+def _unsampled_span(trace_id: int, trace_state: TraceState | None = None) -> NonRecordingSpan:
+    """A span of a trace that is not sampled, with a fresh span id: it records nothing, and
+    its context, passed on, tells the next service not to record either."""
+    return NonRecordingSpan(
         SpanContext(
             trace_id=trace_id,
             span_id=_ids.generate_span_id(),
             is_remote=False,
             trace_flags=TraceFlags(TraceFlags.DEFAULT),
-            trace_state=result.trace_state,
+            trace_state=trace_state,
         )
     )
-    return True
 
 
 class UnsampledRequestsUninstrumented:
@@ -217,14 +223,7 @@ def propagate_unsampled(headers: dict[str, str]) -> None:
     if span.is_recording():
         return  # the call goes through the instrumentation, which sends it
     if not span.get_span_context().is_valid:
-        span = NonRecordingSpan(
-            SpanContext(
-                trace_id=_ids.generate_trace_id(),
-                span_id=_ids.generate_span_id(),
-                is_remote=False,
-                trace_flags=TraceFlags(TraceFlags.DEFAULT),
-            )
-        )
+        span = _unsampled_span(_ids.generate_trace_id())
     propagate.inject(headers, context=trace.set_span_in_context(span))
 
 
