@@ -58,10 +58,13 @@ typecheck: uv
 	@for dir in $(TEST_DIRS); do echo "mypy $$dir"; $(UV_RUN) mypy $$dir; done
 
 # The embedded model's runtime is built before pytest (minutes, once per machine) so no test
-# waits on it; Chromium (apt) is installed for the web console's browser tests.
+# waits on it; Chromium (apt) is installed for the web console's browser tests. The test files
+# run on TEST_WORKERS pytest-xdist workers (each file whole on one worker, each worker with its
+# own stacks on free ports): most of the suite waits on servers, not on the CPU.
+TEST_WORKERS ?= 2
 test: install lint typecheck
 	$(DEVSTACK) install --llm --browser
-	$(UV_RUN) pytest $(TEST_DIRS) --durations=25
+	$(UV_RUN) pytest $(TEST_DIRS) -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # About 13 minutes (InferGate, then LiteLLM's proxy as the peer). Options through BENCH_ARGS,
 # e.g. BENCH_ARGS="--users 20000 --label users-20000", or BENCH_ARGS="soak --minutes 5"
