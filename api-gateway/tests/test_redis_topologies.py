@@ -24,11 +24,13 @@ from typing import Any
 
 import httpx
 import pytest
+from api_gateway.admission import user_window
 from api_gateway.config import RedisMode, Settings
-from api_gateway.key_versions import KeyVersions, doubt_key, version_key
+from api_gateway.key_versions import KeyVersions, doubt_key, version_check, version_key
 from api_gateway.main import create_app
 from api_gateway.rate_limit import SlidingWindowLimiter
 from api_gateway.redis_store import RedisClient, open_redis, redis_ready
+from api_gateway.schemas import VerifiedUser
 from api_gateway.settlement_outbox import SettlementOutbox
 from fastapi import FastAPI
 from gateway_downstream import TOKEN, USER_ID, VALID_KEY, Downstream, gateway_settings, reply
@@ -136,6 +138,43 @@ async def test_key_versions_and_doubt_marks_share_each_users_slot(
         assert not await versions.may_cache(user, 2, key)
         assert await versions.is_current(user, 2, key + "x")  # only that key is in doubt
     assert recorded.value("infergate_redis_errors_total", operation="key_versions") == 0
+
+
+async def test_a_chats_key_check_and_count_run_in_one_script_on_every_primary(
+    cluster: RedisClusterDeployment, cluster_client: RedisClient, recorded: Recorded
+) -> None:
+    """The window key carries the user's hash tag: the script that checks a cached verification
+    and counts the chat finds its three keys in one slot, whichever primary holds it."""
+    errors = recorded.metrics.redis_errors.labels("key_versions")
+    versions = KeyVersions(cluster_client, keep_seconds=60, errors=errors)
+    limiter = make_limiter(cluster_client, recorded)
+    settings = gateway_settings(cluster.seed_port, free_rate_limit=2)
+    candidates = {version_key(user): user for user in (uuid.uuid4().hex[:24] for _ in range(60))}
+    by_primary: dict[int | None, str] = {}
+    for key, port in cluster.owners(list(candidates)).items():
+        by_primary.setdefault(port, candidates[key])
+    assert len(by_primary) == 3
+    for user_id in by_primary.values():
+        api_key = f"sk_{user_id}"
+        window, limit, window_s = user_window(
+            VerifiedUser(valid=True, userId=user_id, plan=Plan.FREE), settings
+        )
+        check = version_check(user_id, 2, api_key)
+        assert (
+            await limiter.hit_if_current(window, limit=limit, window_s=window_s, check=check)
+            is None
+        )
+        assert await versions.may_cache(user_id, 2, api_key)
+        counted = [
+            await limiter.hit_if_current(window, limit=limit, window_s=window_s, check=check)
+            for _ in range(3)
+        ]
+        assert [decision.allowed if decision else None for decision in counted] == [
+            True,
+            True,
+            False,
+        ]
+    assert recorded.value("infergate_redis_errors_total", operation="rate_limit") == 0
 
 
 def settlement(status: RequestStatus = RequestStatus.SUCCESS) -> Settlement:

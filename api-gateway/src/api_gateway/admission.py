@@ -27,7 +27,13 @@ _log = structlog.get_logger("admission")
 
 
 def user_window(user: VerifiedUser, settings: Settings) -> tuple[str, int, int]:
-    return f"rate_limit:{user.userId}", settings.rate_limit(user.plan), settings.rate_limit_window
+    """The user's window: its key carries the user's hash tag, the slot of their key versions
+    (checked in the same script, see count_chat)."""
+    return (
+        f"rate_limit:{{{user.userId}}}",
+        settings.rate_limit(user.plan),
+        settings.rate_limit_window,
+    )
 
 
 async def count_request(
@@ -35,7 +41,29 @@ async def count_request(
 ) -> Decision:
     """Count the request in the user's window; 429 with Retry-After when it is full."""
     key, limit, window = user_window(user, settings)
-    decision = await limiter.hit(key, limit=limit, window_s=window)
+    return _counted(request, await limiter.hit(key, limit=limit, window_s=window))
+
+
+async def count_chat(request: Request, limiter: SlidingWindowLimiter, turn: ChatTurn) -> Decision:
+    """`count_request` for a chat whose key verification came from the cache unchecked: the
+    check and the count in one round trip; when the verification is stale (or the check could
+    not be made) nothing is counted, the key is verified afresh (401 if it no longer is), and
+    the request is counted under what it verifies to now (a changed plan's limit)."""
+    unconfirmed, turn.unconfirmed = turn.unconfirmed, None
+    if unconfirmed is not None:
+        key, limit, window = user_window(turn.user, turn.settings)
+        decision = await limiter.hit_if_current(
+            key, limit=limit, window_s=window, check=unconfirmed.check
+        )
+        if decision is not None:
+            unconfirmed.confirmed()
+            return _counted(request, decision)
+        turn.user = await unconfirmed.reverify()
+        structlog.contextvars.bind_contextvars(user_id=turn.user.userId)
+    return await count_request(request, limiter, turn.settings, turn.user)
+
+
+def _counted(request: Request, decision: Decision) -> Decision:
     record_requests(request.scope, decision)
     if not decision.allowed:
         raise RateLimitedError(headers={"Retry-After": str(decision.retry_after_seconds)})
@@ -87,7 +115,7 @@ async def admit(
     call may start during the reservation (a plain answer; see ChatTurn.reserve)."""
     check_prompt_length(call, turn.settings)
     try:
-        decision = await count_request(request, limiter, turn.settings, turn.user)
+        decision = await count_chat(request, limiter, turn)
     except RateLimitedError:
         await turn.log_rate_limited(call.model)
         raise

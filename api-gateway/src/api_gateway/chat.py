@@ -37,6 +37,7 @@ from api_gateway.chat_events import (
 from api_gateway.circuit_breaker import CircuitBreakers
 from api_gateway.clients import AiClient, UsageClient
 from api_gateway.config import Settings
+from api_gateway.key_lifecycle import Unconfirmed
 from api_gateway.response_cache import CachedAnswer, ResponseCache
 from api_gateway.schemas import Generation, ModelCall, VerifiedUser
 from api_gateway.telemetry import GatewayTelemetry, ModelTime
@@ -60,6 +61,8 @@ class ChatTurn:
     model_time: ModelTime  # how long the model took (for the gateway's added latency)
     cache: ResponseCache | None = None
     cache_control: str = ""  # the request's Cache-Control (no-cache, no-store)
+    # A cached key verification whose version check the rate-limit count makes (admission).
+    unconfirmed: Unconfirmed | None = None
 
     @classmethod
     def now(cls, wall_clock: WallClock = lambda: datetime.now(UTC)) -> tuple[float, datetime]:

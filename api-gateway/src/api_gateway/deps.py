@@ -15,7 +15,7 @@ from api_gateway.admission import AccountView
 from api_gateway.chat import ChatTurn
 from api_gateway.clients import AiClient, AuthClient, UsageClient
 from api_gateway.config import Settings
-from api_gateway.key_lifecycle import KeyLifecycle
+from api_gateway.key_lifecycle import KeyLifecycle, Unconfirmed
 from api_gateway.models import ModelCatalog
 from api_gateway.overhead import track_model_time
 from api_gateway.rate_limit import SlidingWindowLimiter
@@ -150,10 +150,32 @@ async def authenticate(request: Request, api_key: PresentedKey) -> VerifiedUser:
 CurrentUser = Annotated[VerifiedUser, Depends(authenticate)]
 
 
-async def new_chat_turn(request: Request, user: CurrentUser) -> ChatTurn:
+async def authenticate_chat(
+    request: Request, api_key: PresentedKey
+) -> tuple[VerifiedUser, Unconfirmed | None]:
+    """`authenticate` for a chat: a cached verification is taken as it is, its version check
+    left to the chat's rate-limit count, which makes it in the same Redis round trip (see
+    admission.admit); the key is verified before anything is counted, reserved or called (a
+    request its body or model refuses, 400 or 404, may be refused so before a stale cached
+    verification is found out: nothing of it reaches a model or the ledger either way)."""
+    keys = resources_of(request).keys
+    network = client_network(request)
+    unconfirmed = keys.cached(api_key, network=network)
+    user = (
+        unconfirmed.user if unconfirmed is not None else await keys.verify(api_key, network=network)
+    )
+    structlog.contextvars.bind_contextvars(user_id=user.userId)
+    return user, unconfirmed
+
+
+async def new_chat_turn(
+    request: Request,
+    caller: Annotated[tuple[VerifiedUser, Unconfirmed | None], Depends(authenticate_chat)],
+) -> ChatTurn:
     """One chat turn of the authenticated caller (shared by /v1/chat and the OpenAI route)."""
     resources = resources_of(request)
     started, started_at = ChatTurn.now()
+    user, unconfirmed = caller
     return ChatTurn(
         settings=resources.settings,
         usage=resources.usage,
@@ -168,6 +190,7 @@ async def new_chat_turn(request: Request, user: CurrentUser) -> ChatTurn:
         model_time=track_model_time(request.scope),
         cache=resources.cache,
         cache_control=request.headers.get("cache-control", ""),
+        unconfirmed=unconfirmed,
     )
 
 

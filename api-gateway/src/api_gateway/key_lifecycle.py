@@ -25,6 +25,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 import anyio
 import structlog
@@ -35,7 +36,7 @@ from prometheus_client import Counter
 from api_gateway.auth_failures import AuthFailures
 from api_gateway.clients import AuthClient, UserChange
 from api_gateway.key_cache import VerifiedKeyCache
-from api_gateway.key_versions import KeyVersions
+from api_gateway.key_versions import KeyVersions, VersionCheck, version_check
 from api_gateway.schemas import IssuedKey, RotatedKey, VerifiedUser
 
 _log = structlog.get_logger("keys")
@@ -52,6 +53,29 @@ UNKNOWN = Unknown()
 
 def invalid_key() -> UnauthorizedError:
     return UnauthorizedError("Invalid API key", code="invalid_api_key")
+
+
+@dataclass(frozen=True, slots=True)
+class Unconfirmed:
+    """A cached verification whose version check is still to be made (`KeyLifecycle.cached`):
+    `check` is made by the caller in a round trip of its own (a chat's rate-limit count), then
+    `confirmed` or `reverify` is called."""
+
+    user: VerifiedUser
+    check: VersionCheck
+    api_key: str = field(repr=False)
+    network: str
+    lifecycle: KeyLifecycle = field(repr=False)
+
+    def confirmed(self) -> VerifiedUser:
+        """The verification was current."""
+        self.lifecycle.count_hit()
+        return self.user
+
+    async def reverify(self) -> VerifiedUser:
+        """The verification was stale, or its check could not be made: forgotten, and the key
+        verified afresh (401 if it no longer verifies)."""
+        return await self.lifecycle.verify_afresh(self.api_key, network=self.network)
 
 
 class KeyLifecycle:
@@ -74,6 +98,26 @@ class KeyLifecycle:
         self._failures = failures
         self._follow_interval_s = follow_interval_s
         self._seen: dict[tuple[str, int], float] = {}  # changes applied, for the overlap
+
+    def cached(self, presented: str, *, network: str) -> Unconfirmed | None:
+        """A cached verification of `presented`, its version check not made yet: see
+        `Unconfirmed` (None when none is cached)."""
+        if not is_api_key(presented):
+            return None
+        cached = self._cache.get(presented)
+        if cached is None:
+            return None
+        check = version_check(cached.user.userId, cached.version, presented)
+        return Unconfirmed(cached.user, check, presented, network, self)
+
+    def count_hit(self) -> None:
+        """A cached verification was used (its version checked by the caller)."""
+        self._hits.inc()
+
+    async def verify_afresh(self, presented: str, *, network: str) -> VerifiedUser:
+        """Forget any cached verification of `presented`, and verify it with auth-service."""
+        self._cache.invalidate(presented)
+        return await self.verify(presented, network=network)
 
     async def verify(self, presented: str, *, network: str) -> VerifiedUser:
         """The key's user: a cached verification while no newer version is announced, else

@@ -25,6 +25,7 @@ found means "verify again", which is safe, and they expire on their own.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import structlog
 from prometheus_client import Counter
@@ -65,9 +66,7 @@ class KeyVersions:
         """Whether a verification of `api_key` that saw `version` is still the latest and the
         key is not in doubt (False when unknown). One round trip."""
         try:
-            latest, doubt = await self._client.mget(
-                version_key(user_id), doubt_key(user_id, api_key)
-            )
+            latest, doubt = await self._client.mget(*version_check(user_id, version, api_key).keys)
         except RedisError as exc:
             self._errors.inc()
             _log.debug("key_version_unavailable", error_type=type(exc).__name__)
@@ -106,6 +105,21 @@ class KeyVersions:
             _log.warning("key_version_not_announced", error_type=type(exc).__name__)
             return None, True
         return int(latest), bool(doubt)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionCheck:
+    """What `is_current` reads, for a script that checks it in its own round trip (see
+    rate_limit): the user's version key and the key's doubt mark (one slot), and the version the
+    cached verification saw. Current when a version is stored, not above `version`, and the key
+    is not in doubt."""
+
+    keys: tuple[str, str]
+    version: int
+
+
+def version_check(user_id: str, version: int, api_key: str) -> VersionCheck:
+    return VersionCheck((version_key(user_id), doubt_key(user_id, api_key)), version)
 
 
 def version_key(user_id: str) -> str:

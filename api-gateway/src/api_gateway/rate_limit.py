@@ -17,6 +17,7 @@ import structlog
 from infergate_common.errors import UpstreamUnavailableError
 from redis.exceptions import RedisError
 
+from api_gateway.key_versions import VersionCheck
 from api_gateway.redis_store import LuaScript, RedisClient
 from api_gateway.telemetry import GatewayMetrics
 
@@ -24,7 +25,7 @@ _log = structlog.get_logger("rate_limit")
 
 # KEYS[1] = the window's sorted set; ARGV = window_ms, limit, unique member, record (1) or
 # only look (0). Returns {allowed (0/1), remaining, ms until the oldest entry leaves the window}.
-_SLIDING_WINDOW = """
+_WINDOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
@@ -49,6 +50,22 @@ if oldest[2] then reset = tonumber(oldest[2]) + window - now end
 return {allowed, math.max(limit - count, 0), reset}
 """
 
+# The same, first checking a cached key verification the way KeyVersions.is_current does, so a
+# chat's key check and its count are one round trip: KEYS[2] = the user's latest version,
+# KEYS[3] = the key's doubt mark (the window key carries the user's hash tag: one slot);
+# ARGV[5] = the version the cached verification saw. {-1, 0, 0} and nothing counted when the
+# verification is stale (no version stored, a newer one, or the key in doubt).
+_WINDOW_IF_CURRENT = (
+    """
+local latest = redis.call('GET', KEYS[2])
+if (not latest) or tonumber(latest) > tonumber(ARGV[5]) or redis.call('EXISTS', KEYS[3]) == 1 then
+  return {-1, 0, 0}
+end
+"""
+    + _WINDOW
+)
+STALE = -1
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -72,7 +89,8 @@ class SlidingWindowLimiter:
         self, client: RedisClient, *, fail_open: bool, name: str, metrics: GatewayMetrics
     ) -> None:
         self._client = client
-        self._script = LuaScript(client, _SLIDING_WINDOW)
+        self._script = LuaScript(client, _WINDOW)
+        self._if_current = LuaScript(client, _WINDOW_IF_CURRENT)
         self._fail_open = fail_open
         self.failures = 0
         self._metrics = metrics
@@ -93,6 +111,35 @@ class SlidingWindowLimiter:
         else:
             self._decisions["allowed" if decision.allowed else "limited"].inc()
         return decision
+
+    async def hit_if_current(
+        self, key: str, *, limit: int, window_s: int, check: VersionCheck
+    ) -> Decision | None:
+        """`hit`, in the same round trip as checking a cached key verification (`check`) against
+        the user's latest version: None, and nothing counted, when the verification is stale or
+        Redis did not answer (the caller verifies the key afresh, then calls `hit`). `key` must
+        be in the user's hash slot (`user_window`)."""
+        member = uuid.uuid4().hex
+        try:
+            allowed, remaining, reset_ms = await self._if_current(
+                keys=[key, *check.keys],
+                args=[window_s * 1000, limit, member, 1, check.version],
+            )
+        except RedisError as exc:
+            self._metrics.redis_errors.labels("rate_limit").inc()
+            _log.debug("key_version_unavailable", error_type=type(exc).__name__)
+            return None
+        if allowed == STALE:
+            return None
+        self._decisions["allowed" if allowed else "limited"].inc()
+        return Decision(
+            bool(allowed),
+            limit,
+            int(remaining),
+            int(reset_ms),
+            window_s,
+            member=member if allowed else None,
+        )
 
     async def peek(self, key: str, *, limit: int, window_s: int) -> Decision | None:
         """The window's state without counting a request (for the headers of other calls);
