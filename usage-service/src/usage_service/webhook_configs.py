@@ -74,6 +74,11 @@ class WebhookConfigs:
         cursor = self._configs.find({"_id": {"$in": list(user_ids)}}, {"thresholds": 1})
         return {document["_id"]: tuple(document["thresholds"]) async for document in cursor}
 
+    async def users_with_webhooks(self, *, limit: int) -> list[str]:
+        """The ids of (at most `limit` of) the users with a webhook."""
+        cursor = self._configs.find({}, {"_id": 1}, limit=limit)
+        return [document["_id"] async for document in cursor]
+
     async def users_after(self, user_id: str | None, *, limit: int) -> list[str]:
         """A page of the users with a webhook, by id, after `user_id`."""
         query: Document = {} if user_id is None else {"_id": {"$gt": user_id}}
