@@ -47,6 +47,20 @@ def cpu_ms_per_request(run: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def db_commands_per_request(
+    before: dict[str, int], after: dict[str, int], requests: int
+) -> dict[str, float]:
+    """The database's commands per request over a point, by kind (its `serverStatus`
+    opcounters: insert, query, update, delete, getmore, command), background work included: at
+    c=1 each command is a message, and the database's CPU goes mostly per command."""
+    if requests <= 0:
+        return {}
+    return {
+        kind: round((after.get(kind, 0) - before.get(kind, 0)) / requests, 3)
+        for kind in sorted(after)
+    }
+
+
 def added_latency(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each proxy scenario minus the LLM called directly, per concurrency and percentile."""
     by_key: Runs = {(run["scenario"], run["concurrency"]): run for run in runs}

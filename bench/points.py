@@ -10,8 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pymongo import MongoClient
+
 from bench.facts import code_version, machine
-from bench.figures import PROXY_SCENARIOS, cpu_ms_per_request, fold_llm_cpu
+from bench.figures import (
+    PROXY_SCENARIOS,
+    cpu_ms_per_request,
+    db_commands_per_request,
+    fold_llm_cpu,
+)
 from bench.procs import CpuMeter, RssSampler
 from bench.stack import BenchStack, llm_name, progress
 from bench.wrk import Target, WrkResult, run_wrk
@@ -97,10 +104,14 @@ def measure(
         run_wrk(target, concurrency=concurrency, seconds=options.warmup_s)
     stack = prepared.bench
     calls_before = stack.llm_chat_calls()
+    commands_before = db_opcounters(stack.stack.mongo_uri)
     meter = CpuMeter({**prepared.sampler.pids, **(extra_pids or {})})
     meter.start()
     result = run_wrk(target, concurrency=concurrency, seconds=options.duration_s)
     each = meter.stop()
+    commands = db_commands_per_request(
+        commands_before, db_opcounters(stack.stack.mongo_uri), result.requests
+    )
     cpu = cpu_report(fold_llm_cpu(each), result)
     calls = [
         after - before for after, before in zip(stack.llm_chat_calls(), calls_before, strict=True)
@@ -109,15 +120,24 @@ def measure(
     check_answers(target.name, concurrency=concurrency, result=result, llm_calls=llm_calls)
     progress(
         f"{target.name:8} c={concurrency:<3} {result.rps:8.1f} req/s  p50 {result.p50_ms:7.2f}"
-        f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}  (outside load"
-        f" {cpu['outside']:.0f} %CPU)"
+        f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}  database commands per"
+        f" request {sum(commands.values()):.2f}  (outside load {cpu['outside']:.0f} %CPU)"
     )
     run = {"scenario": target.name, "concurrency": concurrency, **result.as_dict()}
     run["llm_calls"] = llm_calls
     run["llm_backends"] = backend_spread(calls, each, stack)
     run["cpu_percent"] = cpu
     run["cpu_ms_per_request"] = cpu_ms_per_request(run)
+    run["db_commands_per_request"] = commands
     return run
+
+
+def db_opcounters(mongo_uri: str) -> dict[str, int]:
+    """The database's command counts so far (`serverStatus` opcounters)."""
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(mongo_uri, serverSelectionTimeoutMS=5000) as client:
+        counters = client.admin.command("serverStatus").get("opcounters", {})
+    return {str(kind): int(count) for kind, count in counters.items()}
 
 
 def results_header(
