@@ -67,10 +67,9 @@ class Unconfirmed:
     network: str
     lifecycle: KeyLifecycle = field(repr=False)
 
-    def confirmed(self) -> VerifiedUser:
+    def confirmed(self) -> None:
         """The verification was current."""
         self.lifecycle.count_hit()
-        return self.user
 
     async def reverify(self) -> VerifiedUser:
         """The verification was stale, or its check could not be made: forgotten, and the key

@@ -131,15 +131,9 @@ class SlidingWindowLimiter:
             return None
         if allowed == STALE:
             return None
-        self._decisions["allowed" if allowed else "limited"].inc()
-        return Decision(
-            bool(allowed),
-            limit,
-            int(remaining),
-            int(reset_ms),
-            window_s,
-            member=member if allowed else None,
-        )
+        decision = _answered(allowed, remaining, reset_ms, limit, window_s, member)
+        self._decisions["allowed" if decision.allowed else "limited"].inc()
+        return decision
 
     async def peek(self, key: str, *, limit: int, window_s: int) -> Decision | None:
         """The window's state without counting a request (for the headers of other calls);
@@ -188,7 +182,18 @@ class SlidingWindowLimiter:
                 failures=self.failures,
             )
             return Decision(True, limit, limit, window_s * 1000, window_s, degraded=True)
-        counted = member if record and allowed else None
-        return Decision(
-            bool(allowed), limit, int(remaining), int(reset_ms), window_s, member=counted
-        )
+        return _answered(allowed, remaining, reset_ms, limit, window_s, member if record else None)
+
+
+def _answered(
+    allowed: int, remaining: int, reset_ms: int, limit: int, window_s: int, member: str | None
+) -> Decision:
+    """The window scripts' answer as a Decision; `member` is kept only if it was counted."""
+    return Decision(
+        bool(allowed),
+        limit,
+        int(remaining),
+        int(reset_ms),
+        window_s,
+        member=member if allowed else None,
+    )
