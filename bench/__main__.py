@@ -32,7 +32,7 @@ from bench.report import (
 from bench.run import SCENARIOS, run_benchmark
 from bench.soak import run_soak, soak_table
 from bench.stack import progress
-from bench.telemetry import run_telemetry, telemetry_table
+from bench.telemetry import chosen_variants, run_telemetry, telemetry_table
 
 
 def _ints(text: str) -> list[int]:
@@ -47,6 +47,10 @@ def _ratios(text: str) -> list[float]:
     if not ratios or any(not 0 < ratio < 1 for ratio in ratios):
         raise argparse.ArgumentTypeError("sampling ratios are between 0 and 1, e.g. 0.01,0.1")
     return ratios
+
+
+def _names_any(text: str) -> list[str]:
+    return [part for part in text.split(",") if part]
 
 
 def _names(text: str) -> list[str]:
@@ -79,6 +83,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=_ratios,
         default=[0.01],
         help="of telemetry: trace sampling ratios measured beside every request (0.01)",
+    )
+    parser.add_argument(
+        "--variants",
+        type=_names_any,
+        default=None,
+        help="of telemetry: the variants measured, off always among them (all)",
     )
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the soak (5)")
     parser.add_argument("--chats", type=int, default=300, help="of hops: chats traced (300)")
@@ -125,12 +135,19 @@ def options_from(args: argparse.Namespace) -> Options:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     options = options_from(args)
+    if args.variants is not None:
+        try:
+            chosen_variants(args.sampled_ratios, args.variants)
+        except ValueError as error:
+            raise SystemExit(str(error)) from error
     if args.mode == "soak":
         results = run_soak(options, minutes=args.minutes)
         text = soak_table(results)
         label = args.label or "soak-latest"
     elif args.mode == "telemetry":
-        results = run_telemetry(options, rounds=args.rounds, sampled_ratios=args.sampled_ratios)
+        results = run_telemetry(
+            options, rounds=args.rounds, sampled_ratios=args.sampled_ratios, wanted=args.variants
+        )
         text = telemetry_table(results)
         label = args.label or "telemetry-latest"
     elif args.mode == "backends":

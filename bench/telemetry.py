@@ -6,12 +6,22 @@ recorded, /metrics scraped every 5 s as Prometheus would), `tracing` (metrics, p
 request traced and exported over OTLP/HTTP to a local receiver that accepts and counts) and
 `sampled_<ratio>` for each of `--sampled-ratios` (default 0.01: one request in a hundred traced,
 Kong's default sampling rate; OTEL_TRACES_SAMPLER parentbased_traceidratio,
-OTEL_TRACES_SAMPLER_ARG <ratio>). Each variant measures the test LLM directly at c=1 (the floor),
-then chats at every concurrency (default 1 and 32); the variants run in turn, `--rounds` times
-(default 2), each round starting one variant later than the last, so neither a slow spell of the
-machine nor a place in the order falls on one variant. The summary compares the medians over
-rounds: chat throughput at the highest concurrency (each variant / off), the CPU per chat there,
-and the added p50 at c=1 (chat minus the LLM directly), in milliseconds over off.
+OTEL_TRACES_SAMPLER_ARG <ratio>); `--variants` picks some of them (off always).
+
+Every variant's stack is started first (each with its own ports, data, test LLM and users, all
+primed), and they stay up for the whole run: the rounds then take turns on the running stacks,
+so the variants measured against each other in one round are minutes apart, not a restart and a
+priming apart, and as many rounds as wanted cost no more restarts. The stacks not being measured
+sit idle (their background loops, and the scrapes). Each turn measures chats at every
+concurrency (default 1 and 32), then the variant's own test LLM directly at c=1 (the floor);
+each round starts one variant later than the last, so neither a slow spell of the machine nor a
+place in the order falls on one variant.
+
+The summary gives, per variant, the medians over rounds (chat throughput at the highest
+concurrency, the CPU per chat there, the services' CPU over the untouched processes', the added
+p50 at c=1: chat minus the LLM directly) and each against off's; and the same comparisons made
+round by round (each variant against off in the same round) with their median over rounds, the
+`_paired` figures, which a slow spell between rounds does not move.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any, Self
 
 from bench.points import Options, Prepared, measure, results_header
@@ -98,47 +109,80 @@ def metrics_urls(prepared: Prepared) -> list[str]:
     return [f"{stack.service_url(name)}/metrics" for name in (*names, "auth", "usage", "ai")]
 
 
-def measure_variant(options: Options, variant: str, receiver: OtlpReceiver) -> dict[str, Any]:
-    variant_options = dataclasses.replace(
-        options, extra_env=variant_env(variant, receiver.url), scenarios=["direct", "chat"]
+def variant_options(options: Options, variant: str, endpoint: str) -> Options:
+    return dataclasses.replace(
+        options, extra_env=variant_env(variant, endpoint), scenarios=["direct", "chat"]
     )
+
+
+def measure_variant(
+    options: Options, variant: str, prepared: Prepared, receiver: OtlpReceiver
+) -> dict[str, Any]:
+    """One turn of `variant` on its running stack: chats at every concurrency, then the floor."""
     progress(f"variant {variant}")
     exports_before = receiver.exports
-    with prepared_stack(variant_options) as prepared:
-        scraping = Scraper(metrics_urls(prepared) if variant != "off" else [])
-        with scraping:
-            runs = [
-                measure(prepared, prepared.targets["chat"], concurrency=c, options=options)
-                for c in options.concurrency
-            ]
-            floor = measure(prepared, prepared.targets["direct"], concurrency=1, options=options)
+    runs = [
+        measure(prepared, prepared.targets["chat"], concurrency=c, options=options)
+        for c in options.concurrency
+    ]
+    floor = measure(prepared, prepared.targets["direct"], concurrency=1, options=options)
     chat_c1 = next((run for run in runs if run["concurrency"] == 1), None)
     return {
         "variant": variant,
         "runs": [*runs, floor],
         "added_p50_ms_c1": round(chat_c1["p50_ms"] - floor["p50_ms"], 3) if chat_c1 else None,
-        "scrapes": scraping.scrapes,
+        # The exporters flush every few seconds: a turn's count may include the last seconds of
+        # the turn before (the idle stacks export nothing: their background spans are dropped).
         "otlp_exports": receiver.exports - exports_before,
     }
 
 
+def chosen_variants(sampled_ratios: Sequence[float], wanted: Sequence[str] | None) -> list[str]:
+    """Every variant, or those of `wanted` (in the usual order), off always among them."""
+    names = variants(sampled_ratios)
+    if not wanted:
+        return names
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; known {names}")
+    return [name for name in names if name == "off" or name in wanted]
+
+
 def run_telemetry(
-    options: Options, *, rounds: int, sampled_ratios: Sequence[float] = SAMPLED_RATIOS
+    options: Options,
+    *,
+    rounds: int,
+    sampled_ratios: Sequence[float] = SAMPLED_RATIOS,
+    wanted: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     started = time.time()
-    names = variants(sampled_ratios)
+    names = chosen_variants(sampled_ratios, wanted)
     measured: list[dict[str, Any]] = []
+    scrapers: list[Scraper] = []
     # Accepts and counts the exports only: a collector's work is not what is measured, and
     # decoding here would take CPU from the stack on the same cores.
-    with OtlpReceiver(keep_spans=False) as receiver:
+    with OtlpReceiver(keep_spans=False) as receiver, ExitStack() as stacks:
+        running: dict[str, Prepared] = {}
+        for variant in names:
+            progress(f"variant {variant}: starting its stack")
+            prepared = stacks.enter_context(
+                prepared_stack(variant_options(options, variant, receiver.url))
+            )
+            running[variant] = prepared
+            if variant != "off":
+                scrapers.append(stacks.enter_context(Scraper(metrics_urls(prepared))))
         for round_number in range(rounds):
             for variant in round_order(names, round_number):
-                result = measure_variant(options, variant, receiver)
+                result = measure_variant(options, variant, running[variant], receiver)
                 measured.append({"round": round_number + 1, **result})
+        exports = receiver.exports
     return {
         **results_header("telemetry", options, started=started, rounds=rounds),
         "measured": measured,
+        "variants": names,
         "sampled_ratios": list(sampled_ratios),
+        "scrapes": sum(scraper.scrapes for scraper in scrapers),
+        "otlp_exports": exports,
         "summary": summary(measured, names, top=max(options.concurrency)),
     }
 
@@ -178,7 +222,52 @@ def summary(measured: list[dict[str, Any]], names: Sequence[str], *, top: int) -
         figures["added_p50_ms_over_off_c1"] = round(
             figures["added_p50_ms_c1"] - off["added_p50_ms_c1"], 3
         )
+        figures.update(paired(measured, variant, top=top))
     return per_variant
+
+
+def paired(measured: list[dict[str, Any]], variant: str, *, top: int) -> dict[str, float]:
+    """`variant` against off round by round (each in the same round), the median over rounds:
+    throughput and the services' CPU at `top` as ratios, the added p50 at c=1 as a difference."""
+    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    for entry in measured:
+        by_round.setdefault(int(entry.get("round", 0)), {})[entry["variant"]] = entry
+    rounds = [
+        _against_off(entries[variant], entries["off"], top=top)
+        for entries in by_round.values()
+        if variant in entries and "off" in entries
+    ]
+    names = (
+        f"throughput_vs_off_c{top}_paired",
+        f"services_cpu_vs_off_c{top}_paired",
+        "added_p50_ms_over_off_c1_paired",
+    )
+    figures: dict[str, float] = {}
+    for index, name in enumerate(names):
+        values = [value for each in rounds if (value := each[index]) is not None]
+        if values:
+            figures[name] = round(statistics.median(values), 3)
+    return figures
+
+
+def _against_off(
+    mine: dict[str, Any], off: dict[str, Any], *, top: int
+) -> tuple[float | None, float | None, float | None]:
+    """One round: throughput and services' CPU ratios at `top`, added p50 difference at c=1."""
+    rps = services = added = None
+    mine_chat, off_chat = _chat_run(mine, top), _chat_run(off, top)
+    if mine_chat is not None and off_chat is not None:
+        if off_chat["rps"]:
+            rps = mine_chat["rps"] / off_chat["rps"]
+        if _services_over_untouched(off_chat):
+            services = _services_over_untouched(mine_chat) / _services_over_untouched(off_chat)
+    if mine["added_p50_ms_c1"] is not None and off["added_p50_ms_c1"] is not None:
+        added = mine["added_p50_ms_c1"] - off["added_p50_ms_c1"]
+    return rps, services, added
+
+
+def _chat_run(entry: dict[str, Any], concurrency: int) -> dict[str, Any] | None:
+    return next((run for run in entry["runs"] if _chat_at(run, concurrency)), None)
 
 
 # Processes that neither metrics nor tracing touch (no instrumentation, the same work per chat).
@@ -228,5 +317,15 @@ def telemetry_table(results: dict[str, Any]) -> str:
             f" {'' if services is None else f'{services:.3f}':>7}"
             f" {figures['added_p50_ms_c1']:11.2f} ms"
             f" {'' if over is None else f'{over:+.2f} ms':>9}"
+        )
+    lines += ["", "against off in the same round, median over rounds:"]
+    for variant, figures in list(results["summary"].items())[1:]:
+        ratio = figures.get(f"throughput_vs_off_c{top}_paired")
+        services = figures.get(f"services_cpu_vs_off_c{top}_paired")
+        over = figures.get("added_p50_ms_over_off_c1_paired")
+        lines.append(
+            f"{variant:16} chat/s c={top} {'-' if ratio is None else f'{ratio:.3f}'}"
+            f"  services' CPU {'-' if services is None else f'{services:.3f}'}"
+            f"  added p50 c=1 {'-' if over is None else f'{over:+.2f} ms'}"
         )
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.telemetry import round_order, summary, variant_env, variants
+from bench.telemetry import chosen_variants, round_order, summary, variant_env, variants
 
 RECEIVER = "http://127.0.0.1:4318"
 
@@ -76,3 +76,36 @@ def test_the_services_cpu_is_compared_over_the_untouched_processes_cpu() -> None
     figures = summary(measured, names, top=32)
     assert figures["metrics"]["cpu_vs_off_c32"] == 1.25
     assert figures["metrics"]["services_cpu_vs_off_c32"] == 1.0
+
+
+def _round(round_number: int, variant: str, rps: float, added: float) -> dict[str, Any]:
+    return {"round": round_number, **_entry(variant, rps, 8.0, added)}
+
+
+def test_the_paired_figures_compare_each_round_with_off_in_the_same_round() -> None:
+    """Rounds at different speeds of the whole machine compare alike; a round without off
+    (cut short) is left out."""
+    measured = [
+        _round(1, "off", 200.0, 10.0),
+        _round(1, "sampled_0.01", 190.0, 10.2),
+        _round(2, "off", 100.0, 20.0),
+        _round(2, "sampled_0.01", 95.0, 20.2),
+        _round(3, "sampled_0.01", 98.0, 19.0),
+        _round(3, "off", 98.0, 19.0),
+        _round(4, "sampled_0.01", 10.0, 90.0),
+    ]
+    figures = summary(measured, ["off", "sampled_0.01"], top=32)["sampled_0.01"]
+    assert figures["throughput_vs_off_c32_paired"] == 0.95
+    assert figures["added_p50_ms_over_off_c1_paired"] == 0.2
+    assert figures["services_cpu_vs_off_c32_paired"] == 1.0
+
+
+def test_chosen_variants_keep_off_and_the_usual_order_and_refuse_unknown_names() -> None:
+    assert chosen_variants([0.01], None) == variants([0.01])
+    assert chosen_variants([0.01], ["sampled_0.01", "metrics"]) == [
+        "off",
+        "metrics",
+        "sampled_0.01",
+    ]
+    with pytest.raises(ValueError, match="unknown variants"):
+        chosen_variants([0.01], ["sampled_0.1"])
