@@ -281,7 +281,9 @@ class ObservedCall:
         self._span: trace.Span | None = None
         self._current: AbstractContextManager[trace.Span] | None = None
         model_time.streamed = streamed
-        if telemetry.tracing:
+        # Only inside a request whose span records (the parent-based sampler would drop this
+        # span anyway): an unsampled chat builds no attributes and makes no span.
+        if telemetry.tracing and trace.get_current_span().is_recording():
             attributes: dict[str, str | int | float] = {
                 "gen_ai.operation.name": CHAT,
                 "gen_ai.provider.name": PROVIDER,

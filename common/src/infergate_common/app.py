@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
-from starlette.types import Lifespan
+from starlette.types import Lifespan, Receive, Scope, Send
 
 from infergate_common.errors import (
     ErrorBody,
@@ -27,6 +27,8 @@ from infergate_common.tracing import (
     UnsampledRequestsUninstrumented,
     configure_tracing,
     server_telemetry,
+    skip_server_span,
+    untraced_request,
 )
 
 
@@ -58,7 +60,17 @@ READINESS_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 class ServiceApp(FastAPI):
     """FastAPI whose OpenAPI document shows validation errors as they are answered: 400 with the
-    error body (see `install_error_handlers`), not FastAPI's default 422."""
+    error body (see `install_error_handlers`), not FastAPI's default 422; and, when this process
+    traces, whose requests without a server span (`untraced`: probes, and those whose trace is
+    not sampled) skip FastAPI's telemetry altogether."""
+
+    untraced: Callable[[MutableMapping[str, Any]], bool] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        untraced = self.untraced
+        if untraced is not None and scope["type"] == "http" and untraced(scope):
+            skip_server_span(scope)
+        await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is not None:
@@ -132,8 +144,10 @@ def create_service_app(
         lifespan=with_gc_tuning(lifespan),
         docs_url="/docs" if public_docs else None,
         redoc_url=None,
-        telemetry=server_telemetry(tracing, sampled_by_caller=internal),
+        telemetry=server_telemetry(tracing),
     )
+    if tracing:
+        app.untraced = untraced_request(sampled_by_caller=internal)
     app.state.settings = settings
     # This app's metrics (served at /metrics); what else a service records goes in it too.
     on = settings.metrics_enabled

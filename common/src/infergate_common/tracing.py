@@ -7,8 +7,9 @@ batch sizes, headers, timeouts) with a batch processor and the OTLP/HTTP exporte
 the client libraries once: aiohttp (the internal calls, and Ollama's through `AiohttpTransport`),
 httpx, redis and pymongo (our aiohttp sessions come in pairs, `SampledCallSessions`, so that only a
 sampled request's calls go through the instrumentation's hooks). Each app makes its server spans
-with FastAPI's own telemetry (`server_telemetry`). W3C trace context is the propagation (the
-SDK's default), so a caller's `traceparent` is continued.
+with FastAPI's own telemetry (`server_telemetry`), for the requests it traces
+(`untraced_request`). W3C trace context is the propagation (the SDK's default), so a caller's
+`traceparent` is continued.
 
 Without the variable nothing is installed or instrumented, and no middleware is added: tracing
 off costs nothing. The OTEL_* variables are read here, not through the services' settings: they
@@ -33,7 +34,7 @@ import yarl
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.context import Context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -85,30 +86,42 @@ def configure_tracing(service_name: str) -> bool:
     return True
 
 
-def server_telemetry(tracing: bool, *, sampled_by_caller: bool = False) -> TelemetryConfig:
-    """FastAPI's own OpenTelemetry support, for the server span of each request (it continues the
-    caller's trace; about a third of the instrumentation middleware's cost per request, see
-    bench/otel_server_cost.py): tracing only (metrics are Prometheus's, logs structlog's), no
-    spans per dependency or serialization, probes and scrapes left out. Off entirely when this
-    process does not trace.
+def server_telemetry(tracing: bool) -> TelemetryConfig:
+    """FastAPI's own OpenTelemetry support, for the server span of each request it sees (it
+    continues the caller's trace; about a third of the instrumentation middleware's cost per
+    request, see bench/otel_server_cost.py): tracing only (metrics are Prometheus's, logs
+    structlog's), no spans per dependency or serialization. Off entirely when this process does
+    not trace. Which requests it sees is decided before it, by `untraced_request`'s hook (in
+    `ServiceApp`): the others skip FastAPI's telemetry altogether (`skip_server_span`)."""
+    if not tracing:
+        return {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    return {"tracing": True, "metrics": False, "logs": False, "operation_spans": False}
+
+
+def untraced_request(*, sampled_by_caller: bool) -> Callable[[MutableMapping[str, Any]], bool]:
+    """Whether a request goes without a server span: probes and scrapes never get one.
 
     `sampled_by_caller` (the internal services: the gateway decides): a request whose
     `traceparent` says its trace is not sampled gets no server span at all, rather than one that
     records nothing (its client calls go uninstrumented all the same, and it calls no further
     service that could start a trace of its own). Otherwise (the gateway) a request that starts
     a trace is sampled before its server span would be made (`_untraced_or_unsampled_root`)."""
-    if not tracing:
-        return {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
-    return {
-        "tracing": True,
-        "metrics": False,
-        "logs": False,
-        "operation_spans": False,
-        "exclude": _untraced_or_unsampled if sampled_by_caller else _untraced_or_unsampled_root,
-    }
+    return _untraced_or_unsampled if sampled_by_caller else _untraced_or_unsampled_root
 
 
-# Where the gateway's exclude hook leaves the non-recording span of a request it did not sample.
+# FastAPI's telemetry leaves alone a request whose ASGI scope holds this key (it is how FastAPI
+# keeps a mounted app from observing a request twice). Set before FastAPI sees the request, it
+# skips all of its per-request work (its checks, context attach and detach): about 8 us a
+# request against its own `exclude` hook, in every service.
+_FASTAPI_TELEMETRY = "fastapi.telemetry"
+
+
+def skip_server_span(scope: MutableMapping[str, Any]) -> None:
+    """Make FastAPI's telemetry leave this request alone (no server span, no per-request work)."""
+    scope[_FASTAPI_TELEMETRY] = None
+
+
+# Where the gateway's hook leaves the non-recording span of a request it did not sample.
 UNSAMPLED_ROOT = "infergate.unsampled_root"
 # The trace id the gateway decided on for the request about to get its server span.
 _decided_trace_id: ContextVar[int] = ContextVar("infergate_decided_trace_id", default=0)
@@ -132,7 +145,7 @@ class DecidedIdGenerator(RandomIdGenerator):
 
 
 def _untraced_or_unsampled_root(scope: MutableMapping[str, Any]) -> bool:
-    """The gateway's exclude hook. A request with no `traceparent` starts a trace: the
+    """The gateway's `untraced_request` hook. A request with no `traceparent` starts a trace: the
     configured sampler decides here, on a fresh trace id, before FastAPI's telemetry would build
     a server span for it. Not sampled (most requests, with a ratio sampler): no server span at
     all (its attributes, context and a span that records nothing cost about 40 us a request);
@@ -181,31 +194,36 @@ class UnsampledRequestsUninstrumented:
     app), or in place of it for a request the gateway did not sample (`UNSAMPLED_ROOT`)."""
 
     def __init__(self, app: ASGIApp) -> None:
-        from opentelemetry.instrumentation.utils import suppress_instrumentation
-
         self.app = app
-        self._suppressed = suppress_instrumentation
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         root = scope.get(UNSAMPLED_ROOT)
-        if root is None and trace.get_current_span().is_recording():
+        current = trace.get_current_span()
+        if root is None and current.is_recording():
             await self.app(scope, receive, send)
             return
-        token = otel_context.attach(trace.set_span_in_context(root)) if root is not None else None
+        context = otel_context.get_current() if root is None else trace.set_span_in_context(root)
         rendered: dict[str, str] = {}
-        if root is not None or trace.get_current_span().get_span_context().is_valid:
-            propagate.inject(rendered)  # an internal service's excluded request has no context
+        if root is not None or current.get_span_context().is_valid:
+            # an internal service's request without a server span has no context to pass on
+            propagate.inject(rendered, context=context)
+        token = otel_context.attach(_suppressed(context))  # the span and the suppression at once
         marked = _unsampled_headers.set(rendered)
         try:
-            with self._suppressed():
-                await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
         finally:
             _unsampled_headers.reset(marked)
-            if token is not None:
-                otel_context.detach(token)
+            otel_context.detach(token)
+
+
+def _suppressed(context: Context) -> Context:
+    """`context` with the instrumentations suppressed: what the SDK's `suppress_instrumentation`
+    sets (its key, and the plain one older instrumentations read), in one context."""
+    suppressed = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, context)
+    return otel_context.set_value("suppress_instrumentation", True, suppressed)
 
 
 def propagate_unsampled(headers: dict[str, str]) -> None:
