@@ -90,6 +90,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="of telemetry: the variants measured, off always among them (all)",
     )
+    parser.add_argument(
+        "--at-once",
+        action="store_true",
+        help="of telemetry: load every variant's stack at the same time in each round",
+    )
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the soak (5)")
     parser.add_argument("--chats", type=int, default=300, help="of hops: chats traced (300)")
     parser.add_argument("--log-level", default="info", help="LOG_LEVEL of the services (info)")
@@ -146,7 +151,11 @@ def main(argv: list[str]) -> int:
         label = args.label or "soak-latest"
     elif args.mode == "telemetry":
         results = run_telemetry(
-            options, rounds=args.rounds, sampled_ratios=args.sampled_ratios, wanted=args.variants
+            options,
+            rounds=args.rounds,
+            sampled_ratios=args.sampled_ratios,
+            wanted=args.variants,
+            at_once=args.at_once,
         )
         text = telemetry_table(results)
         label = args.label or "telemetry-latest"

@@ -15,7 +15,9 @@ priming apart, and as many rounds as wanted cost no more restarts. The stacks no
 sit idle (their background loops, and the scrapes). Each turn measures chats at every
 concurrency (default 1 and 32), then the variant's own test LLM directly at c=1 (the floor);
 each round starts one variant later than the last, so neither a slow spell of the machine nor a
-place in the order falls on one variant.
+place in the order falls on one variant. With `--at-once` each round loads every variant's
+stack at the same time instead (`measure_at_once`): the machine's swings then fall on every
+variant alike, and a costlier variant shows as fewer chats answered beside the others.
 
 The summary gives, per variant, the medians over rounds (chat throughput at the highest
 concurrency, the CPU per chat there, the services' CPU over the untouched processes', the added
@@ -31,8 +33,10 @@ import statistics
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from functools import partial
 from typing import Any, Self
 
 from bench.points import Options, Prepared, measure, results_header
@@ -126,14 +130,57 @@ def measure_variant(
         for c in options.concurrency
     ]
     floor = measure(prepared, prepared.targets["direct"], concurrency=1, options=options)
+    # The exporters flush every few seconds: a turn's count may include the last seconds of
+    # the turn before (the idle stacks export nothing: their background spans are dropped).
+    return {**_entry(variant, runs, floor), "otlp_exports": receiver.exports - exports_before}
+
+
+def measure_at_once(options: Options, running: dict[str, Prepared]) -> list[dict[str, Any]]:
+    """One round with every variant's stack loaded at the same time (each its own wrk, at each
+    concurrency in turn, then each its own floor): whatever the machine does during the round
+    (this one swings between two speeds a third apart, every process at once) it does to every
+    variant alike, and the variants share the cores as equals, so a costlier one answers fewer
+    chats. Each variant's figures are its own processes' CPU and its own wrk's counts."""
+    progress("variants " + ", ".join(running) + " at once")
+    chats: dict[str, list[dict[str, Any]]] = {variant: [] for variant in running}
+    for concurrency in options.concurrency:
+        points = _simultaneously(
+            {
+                variant: partial(
+                    measure,
+                    prepared,
+                    prepared.targets["chat"],
+                    concurrency=concurrency,
+                    options=options,
+                )
+                for variant, prepared in running.items()
+            }
+        )
+        for variant, run in points.items():
+            chats[variant].append(run)
+    floors = _simultaneously(
+        {
+            variant: partial(
+                measure, prepared, prepared.targets["direct"], concurrency=1, options=options
+            )
+            for variant, prepared in running.items()
+        }
+    )
+    return [_entry(variant, chats[variant], floors[variant]) for variant in running]
+
+
+def _simultaneously(calls: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = {name: pool.submit(call) for name, call in calls.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _entry(variant: str, runs: list[dict[str, Any]], floor: dict[str, Any]) -> dict[str, Any]:
     chat_c1 = next((run for run in runs if run["concurrency"] == 1), None)
     return {
         "variant": variant,
         "runs": [*runs, floor],
         "added_p50_ms_c1": round(chat_c1["p50_ms"] - floor["p50_ms"], 3) if chat_c1 else None,
-        # The exporters flush every few seconds: a turn's count may include the last seconds of
-        # the turn before (the idle stacks export nothing: their background spans are dropped).
-        "otlp_exports": receiver.exports - exports_before,
     }
 
 
@@ -154,6 +201,7 @@ def run_telemetry(
     rounds: int,
     sampled_ratios: Sequence[float] = SAMPLED_RATIOS,
     wanted: Sequence[str] | None = None,
+    at_once: bool = False,
 ) -> dict[str, Any]:
     started = time.time()
     names = chosen_variants(sampled_ratios, wanted)
@@ -172,12 +220,16 @@ def run_telemetry(
             if variant != "off":
                 scrapers.append(stacks.enter_context(Scraper(metrics_urls(prepared))))
         for round_number in range(rounds):
+            if at_once:
+                for result in measure_at_once(options, running):
+                    measured.append({"round": round_number + 1, **result})
+                continue
             for variant in round_order(names, round_number):
                 result = measure_variant(options, variant, running[variant], receiver)
                 measured.append({"round": round_number + 1, **result})
         exports = receiver.exports
     return {
-        **results_header("telemetry", options, started=started, rounds=rounds),
+        **results_header("telemetry", options, started=started, rounds=rounds, at_once=at_once),
         "measured": measured,
         "variants": names,
         "sampled_ratios": list(sampled_ratios),
