@@ -93,9 +93,7 @@ def server_telemetry(tracing: bool) -> TelemetryConfig:
     structlog's), no spans per dependency or serialization. Off entirely when this process does
     not trace. Which requests it sees is decided before it, by `untraced_request`'s hook (in
     `ServiceApp`): the others skip FastAPI's telemetry altogether (`skip_server_span`)."""
-    if not tracing:
-        return {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
-    return {"tracing": True, "metrics": False, "logs": False, "operation_spans": False}
+    return {"tracing": tracing, "metrics": False, "logs": False, "operation_spans": False}
 
 
 def untraced_request(*, sampled_by_caller: bool) -> Callable[[MutableMapping[str, Any]], bool]:
